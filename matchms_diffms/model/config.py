@@ -1,0 +1,130 @@
+"""DiffMSConfig: every number needed to build a DiffMS model.
+
+One dataclass holds the architecture (encoder, merge, decoder), the diffusion settings and the
+dataset constants that the released checkpoints do not carry (edge marginals, ``max_n_nodes``).
+Presets:
+
+* ``msg``      -- the released MassSpecGym checkpoint (``diffms_msg.ckpt``), encoder h = 512
+* ``canopus``  -- the released NPLIB1/CANOPUS checkpoint (``diffms_canopus.ckpt``), encoder h = 256
+* ``tiny``     -- the conformance fixture ``tiny_official.ckpt`` (reduced width, same structure)
+
+Our own models (``weights/<name>/config.json``) use the same dataclass with a larger atom vocabulary,
+more adduct slots and ``reference_padding=False``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+# Node classes of the official models, in one-hot order.
+OFFICIAL_ATOM_TYPES = ["C", "O", "P", "N", "S", "Cl", "F", "H"]
+# Encoder adduct one-hot slots of the official models (8 slots, the 8th never used).
+OFFICIAL_ADDUCTS = ["[M+H]+", "[M+Na]+", "[M+K]+", "[M-H2O+H]+", "[M+H3N+H]+", "[M]+", "[M-H4O2+H]+", ""]
+# Edge marginals seen for an MSG statistics directory (diffms-model.md section 10); they are not stored in
+# the released checkpoints, so they are configuration and are recorded with every result.
+MSG_EDGE_MARGINALS = [0.9299, 0.0432, 0.0050, 0.00004, 0.0218]
+
+# Atom tables for every element a node may have (valency as used by the reference's "charge" feature
+# table, weight as used by the "weight" feature).
+ATOM_VALENCY = {"C": 4, "O": 2, "P": 3, "N": 3, "S": 2, "Cl": 1, "F": 1, "H": 1, "Br": 1, "I": 1}
+ATOM_WEIGHT = {"C": 12, "O": 16, "P": 31, "N": 14, "S": 32, "Cl": 35, "F": 19, "H": 1, "Br": 80, "I": 127}
+
+
+@dataclass
+class DiffMSConfig:
+    # --- encoder (MIST formula transformer + fingerprint-growing head) ---
+    encoder_hidden: int = 512                 # h
+    encoder_layers: int = 2
+    encoder_heads: int = 8
+    magma_modulo: int = 2048                  # width of the (unused at inference) fragment head
+    fp_sizes: list[int] = field(default_factory=lambda: [256, 512, 1024, 2048, 4096])
+    adducts: list[str] = field(default_factory=lambda: list(OFFICIAL_ADDUCTS))  # one-hot slots
+    # The reference adds the boolean key-padding mask (+1) to attention logits instead of masking.
+    # True reproduces the official checkpoints (trained that way); our own models use real masking.
+    reference_padding: bool = True
+    # --- merge: Linear(fp_sizes[-1] -> cond_dim) ---
+    cond_dim: int = 2048
+    # --- decoder (DiGress graph transformer) ---
+    decoder_layers: int = 5
+    hidden_mlp_X: int = 256
+    hidden_mlp_E: int = 128
+    hidden_mlp_y: int = 2048
+    dx: int = 256
+    de: int = 64
+    dy: int = 1024
+    decoder_heads: int = 8
+    dim_ffX: int = 256
+    dim_ffE: int = 128
+    dim_ffy: int = 1024
+    atom_types: list[str] = field(default_factory=lambda: list(OFFICIAL_ATOM_TYPES))
+    n_edge_types: int = 5                     # none, single, double, triple, aromatic
+    # --- diffusion ---
+    diffusion_steps: int = 500
+    edge_marginals: list[float] = field(default_factory=lambda: list(MSG_EDGE_MARGINALS))
+    max_n_nodes: int = 150
+    # --- free-form provenance (name, training data, ...) ---
+    name: str = "unnamed"
+
+    # Derived sizes -----------------------------------------------------------------
+    @property
+    def n_atom_types(self) -> int:
+        return len(self.atom_types)
+
+    @property
+    def n_extra_X(self) -> int:               # k3,k4,k5, non-LCC, 2 eigvec, charge, valency
+        return 8
+
+    @property
+    def n_extra_y(self) -> int:               # n, 4 cycles, n_cc, 5 eigvals, weight, t
+        return 13
+
+    @property
+    def input_dims(self) -> dict:
+        return {"X": self.n_atom_types + self.n_extra_X, "E": self.n_edge_types,
+                "y": self.cond_dim + self.n_extra_y}
+
+    @property
+    def output_dims(self) -> dict:
+        return {"X": self.n_atom_types, "E": self.n_edge_types, "y": self.cond_dim}
+
+    @property
+    def atom_valencies(self) -> list[int]:
+        return [ATOM_VALENCY[a] for a in self.atom_types]
+
+    @property
+    def atom_weights(self) -> list[int]:
+        return [ATOM_WEIGHT[a] for a in self.atom_types]
+
+    @property
+    def max_atom_weight(self) -> int:
+        # the reference divides by the largest weight of its vocabulary (35 = Cl)
+        return max(self.atom_weights)
+
+    # Serialisation -----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DiffMSConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown DiffMSConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "DiffMSConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def preset(name: str) -> DiffMSConfig:
+    """Configuration of a released DiffMS checkpoint layout: ``msg``, ``canopus`` or ``tiny``."""
+    if name == "msg":
+        return DiffMSConfig(name="diffms-msg")
+    if name == "canopus":
+        return DiffMSConfig(name="diffms-canopus", encoder_hidden=256, magma_modulo=512)
+    if name == "tiny":
+        return DiffMSConfig(
+            name="diffms-tiny-conformance", encoder_hidden=64, magma_modulo=64, decoder_layers=2,
+            hidden_mlp_X=64, hidden_mlp_E=32, hidden_mlp_y=256, dx=64, de=16, dy=128,
+            dim_ffX=64, dim_ffE=32, dim_ffy=128, max_n_nodes=50)
+    raise ValueError(f"unknown preset {name!r}; choose msg, canopus or tiny")

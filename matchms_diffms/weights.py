@@ -1,0 +1,226 @@
+"""Our weight format and the registry of named weights.
+
+A weights folder holds::
+
+    model.safetensors   tensors only (no pickle), keys as in the official checkpoints
+    config.json         {"format": "matchms-diffms-weights/1", "config": {DiffMSConfig},
+                         "sha256": <sha256 of model.safetensors>, "info": {...}}
+    MODEL_CARD.md       data, training, metrics, licences
+    calibration.json    optional: the score calibration fitted on the validation fold
+
+``load_model`` checks the sha256 before reading a single tensor; a tampered file is refused.
+Names resolve through the ``diffms_weight_sources`` hook: the built-in source maps every folder of the
+repository's ``weights/`` (and of ``$MATCHMS_DIFFMS_WEIGHTS_DIR``) to its name; ``default`` is ours.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import click
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .hookspecs import hookimpl
+from .model.config import DiffMSConfig
+from .official import WeightsError, load_official, load_state_strict
+
+logger = logging.getLogger("matchms.diffms")
+
+FORMAT = "matchms-diffms-weights/1"
+REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ writing
+def save_weights(model, directory: str | Path, info: dict | None = None) -> Path:
+    """Write ``model`` as safetensors + config.json (with the tensors' sha256) into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = directory / "model.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, directory / "model.safetensors")
+    meta = {"format": FORMAT, "config": model.config.to_dict(),
+            "sha256": sha256_file(directory / "model.safetensors"), "info": info or {}}
+    _atomic_write_text(directory / "config.json", json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------ reading
+def load_weights_dir(directory: str | Path, overrides: dict | None = None):
+    """Load one of our weights folders; verifies the sha256 first. Returns ``(model, info)``."""
+    from .model.diffms import DiffMS
+
+    directory = Path(directory)
+    cfg_path, tensor_path = directory / "config.json", directory / "model.safetensors"
+    for p in (cfg_path, tensor_path):
+        if not p.is_file():
+            raise WeightsError(f"{directory}: not a weights folder ({p.name} missing)")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WeightsError(f"{cfg_path}: unreadable config: {err}") from None
+    if meta.get("format") != FORMAT:
+        raise WeightsError(f"{cfg_path}: unknown weights format {meta.get('format')!r}")
+    digest = sha256_file(tensor_path)
+    if digest != meta.get("sha256"):
+        raise WeightsError(f"{tensor_path}: sha256 {digest[:12]}… does not match config.json "
+                           f"({str(meta.get('sha256'))[:12]}…): the file was modified or corrupted")
+    try:
+        config = DiffMSConfig.from_dict(meta["config"])
+        if overrides:
+            config = config.replace(**overrides)
+    except (TypeError, ValueError) as err:
+        raise WeightsError(f"{cfg_path}: invalid config: {err}") from None
+    try:
+        state = load_file(str(tensor_path))
+    except (SafetensorError, OSError) as err:
+        raise WeightsError(f"{tensor_path}: unreadable safetensors file: {err}") from None
+    model = DiffMS(config)
+    load_state_strict(model, state, str(tensor_path))
+    info = {"name": meta.get("info", {}).get("name", directory.name), "sha256": digest,
+            "path": str(directory), "format": "matchms-diffms", **meta.get("info", {})}
+    info["sha256"] = digest
+    return model.eval(), info
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """Turn a weights name (``default``) or a path into a path."""
+    path = Path(name_or_path)
+    if path.exists() or "::" in str(name_or_path):
+        return path
+    from .plugins import weight_sources
+
+    sources = weight_sources()
+    if str(name_or_path) in sources:
+        return Path(sources[str(name_or_path)])
+    known = ", ".join(sorted(sources)) or "none"
+    raise WeightsError(f"unknown weights {name_or_path!r}: not a file or folder, and not a known name "
+                       f"(known: {known})")
+
+
+def load_model(name_or_path: str | Path = "default", config_overrides: dict | None = None):
+    """Load weights by name or path, once per process. Returns ``(model, info)`` in eval mode.
+
+    Folders are our format; files are official DiffMS checkpoints (``.ckpt``, ``.ckpt.gz``,
+    ``diffms_checkpoints.tar.gz``), whose architecture is inferred from the tensor shapes.
+    """
+    path = resolve(name_or_path)
+    key = (str(path), json.dumps(config_overrides or {}, sort_keys=True))
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            from .plugins import get_plugin_manager
+
+            loaded = get_plugin_manager().hook.diffms_load_model(path=path,
+                                                                 config_overrides=config_overrides or {})
+            loaded = [x for x in loaded if x is not None]
+            if not loaded:
+                raise WeightsError(f"{path}: no plugin can load this weights file")
+            _CACHE[key] = loaded[0]
+        return _CACHE[key]
+
+
+def _load_our_or_official(path: Path, overrides: dict):
+    if path.is_dir():
+        return load_weights_dir(path, overrides)
+    real = Path(str(path).split("::", 1)[0])
+    model, config = load_official(path, overrides)
+    return model, {"name": real.name, "sha256": sha256_file(real), "path": str(path),
+                   "format": "official-diffms"}
+
+
+def convert_checkpoint(checkpoint: str | Path, out_dir: str | Path, overrides: dict | None = None) -> Path:
+    """Convert an official checkpoint into our folder format (safetensors + config with sha256)."""
+    model, config = load_official(checkpoint, overrides)
+    real = Path(str(checkpoint).split("::", 1)[0])
+    return save_weights(model, out_dir, {"name": Path(out_dir).name, "converted_from": real.name,
+                                         "source_sha256": sha256_file(real)})
+
+
+# ------------------------------------------------------------------------------------------ plugin hooks
+@hookimpl(trylast=True)
+def diffms_load_model(path, config_overrides):
+    return _load_our_or_official(Path(path), config_overrides)
+
+
+@hookimpl
+def diffms_weight_sources():
+    sources = {}
+    roots = [REPO_WEIGHTS]
+    if os.environ.get("MATCHMS_DIFFMS_WEIGHTS_DIR"):
+        roots.insert(0, Path(os.environ["MATCHMS_DIFFMS_WEIGHTS_DIR"]))
+    for root in roots:
+        if root.is_dir():
+            for sub in sorted(root.iterdir()):
+                if (sub / "config.json").is_file():
+                    sources.setdefault(sub.name, str(sub))
+    return sources
+
+
+@hookimpl
+def diffms_register_commands(cli):
+    @cli.group("weights")
+    def weights_group():
+        """Inspect and convert model weights."""
+
+    @weights_group.command("convert")
+    @click.argument("checkpoint", type=click.Path(dir_okay=False))
+    @click.option("--config", "config_json", type=click.Path(exists=True, dir_okay=False),
+                  help="JSON with DiffMSConfig fields the checkpoint cannot tell (edge_marginals, "
+                       "max_n_nodes, atom_types, ...).")
+    @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+                  help="Folder to write model.safetensors + config.json into.")
+    def convert(checkpoint, config_json, out_dir):
+        """Convert an official DiffMS CHECKPOINT (.ckpt, .ckpt.gz, diffms_checkpoints.tar.gz[::member])
+        into matchms-diffms weights (safetensors + config.json with sha256)."""
+        try:
+            overrides = json.loads(Path(config_json).read_text()) if config_json else None
+            out = convert_checkpoint(checkpoint, out_dir, overrides)
+        except (WeightsError, json.JSONDecodeError) as err:
+            raise click.ClickException(str(err)) from None
+        click.echo(f"wrote {out}/model.safetensors and {out}/config.json")
+
+    @weights_group.command("list")
+    def list_weights():
+        """List the named weights that are available."""
+        from .plugins import weight_sources
+
+        for name, path in sorted(weight_sources().items()):
+            click.echo(f"{name}\t{path}")
+
+    @weights_group.command("verify")
+    @click.argument("folder", type=click.Path(exists=True, file_okay=False))
+    def verify(folder):
+        """Check a weights FOLDER: sha256, config and tensor layout."""
+        try:
+            _, info = load_weights_dir(folder)
+        except WeightsError as err:
+            raise click.ClickException(str(err)) from None
+        click.echo(f"ok {info['name']} sha256={info['sha256']}")
+
+
+__all__ = ["WeightsError", "load_model", "save_weights", "load_weights_dir", "convert_checkpoint",
+           "resolve", "sha256_file"]
