@@ -1,0 +1,58 @@
+"""Pure chemistry for matchms-diffms: formulas, adducts, subformula assignment, molecules (RDKit, numpy; no torch)."""
+from .adducts import (
+    ELECTRON_MASS,
+    OFFICIAL_ADDUCTS,
+    SUPPORTED_ADDUCTS,
+    Adduct,
+    UnsupportedAdductError,
+    default_adduct,
+    ion_formula,
+    neutral_mass,
+    official_index,
+    official_name,
+    parse_adduct,
+    precursor_mz,
+)
+from .formula import ELEMENT_MASSES, ELEMENTS_18, Formula, FormulaError, element_mass, is_element
+from .molecules import (
+    ATOM_DECODER,
+    BOND_CLASSES,
+    MolCheck,
+    MoleculeError,
+    check_molecule,
+    formula_of_smiles,
+    graph_to_mol,
+    inchikey,
+    inchikey14,
+    matches_formula,
+    mol_formula,
+    mol_to_graph,
+    mol_to_inchi,
+    morgan_fingerprint,
+    sanitize_and_check,
+)
+from .subformulae import (
+    DEFAULT_MAX_CANDIDATES,
+    SubformulaError,
+    assign_subformulae,
+    candidate_masses,
+    count_candidates,
+    enumerate_subformulae,
+    preprocess_peaks,
+)
+
+__all__ = [
+    # formula
+    "ELEMENTS_18", "ELEMENT_MASSES", "Formula", "FormulaError", "element_mass", "is_element",
+    # adducts
+    "ELECTRON_MASS", "OFFICIAL_ADDUCTS", "SUPPORTED_ADDUCTS", "Adduct", "UnsupportedAdductError",
+    "parse_adduct", "official_name", "official_index", "precursor_mz", "neutral_mass", "ion_formula",
+    "default_adduct",
+    # subformulae
+    "SubformulaError", "DEFAULT_MAX_CANDIDATES", "assign_subformulae", "preprocess_peaks", "count_candidates",
+    "enumerate_subformulae", "candidate_masses",
+    # molecules
+    "ATOM_DECODER", "BOND_CLASSES", "MoleculeError", "MolCheck", "graph_to_mol", "check_molecule",
+    "sanitize_and_check", "mol_to_inchi", "inchikey", "inchikey14", "mol_formula", "formula_of_smiles",
+    "matches_formula", "mol_to_graph", "morgan_fingerprint",
+]

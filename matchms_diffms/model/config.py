@@ -39,8 +39,11 @@ class DiffMSConfig:
     magma_modulo: int = 2048                  # width of the (unused at inference) fragment head
     fp_sizes: list[int] = field(default_factory=lambda: [256, 512, 1024, 2048, 4096])
     adducts: list[str] = field(default_factory=lambda: list(OFFICIAL_ADDUCTS))  # one-hot slots
-    # The reference adds the boolean key-padding mask (+1) to attention logits instead of masking.
-    # True reproduces the official checkpoints (trained that way); our own models use real masking.
+    # Batch-padding behaviour of the reference, all switched together: the encoder adds the boolean
+    # key-padding mask (+1) to attention logits instead of masking; the decoder's layers do not re-mask,
+    # so padded slots leak into the mean pooling of y from layer 2 on; padded nodes leak eigenvalues
+    # 2*n_pad/n and count as carbon in the "weight" feature. True reproduces the official checkpoints
+    # (trained that way); our own models use real masking, so a result never depends on its batch.
     reference_padding: bool = True
     # --- merge: Linear(fp_sizes[-1] -> cond_dim) ---
     cond_dim: int = 2048

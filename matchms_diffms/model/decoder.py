@@ -7,6 +7,13 @@ by post-norm feed-forward blocks per stream. The outputs are logits per atom cla
 channel (only the bond logits are used).
 
 State-dict keys equal the released checkpoints' ``decoder.*`` keys without the ``decoder.`` prefix.
+
+Padding quirk (not in the written spec, measured on the conformance fixture): the layers do not re-mask
+their outputs, so after the first layer padded node/edge slots hold non-zero LayerNorm outputs, and the
+reference's mean pooling to y sums *all* slots while dividing by the number of real ones. Outputs of a
+padded batch therefore depend on the padding from the second layer on. ``reference_padding=True``
+(``DiffMSConfig.reference_padding``, the official checkpoints) reproduces this; False masks before
+summing, making every graph's output independent of the batch.
 """
 from __future__ import annotations
 
@@ -34,16 +41,21 @@ def mask_graph(X: torch.Tensor, E: torch.Tensor, node_mask: torch.Tensor):
 
 # ----------------------------------------------------------------------------- pooling to y
 class Xtoy(nn.Module):
-    """[mean, min, max, var] over real nodes, per channel, then Linear(4 dx -> dy)."""
+    """[mean, min, max, var] over real nodes, per channel, then Linear(4 dx -> dy).
 
-    def __init__(self, dx: int, dy: int):
+    ``reference_padding``: the mean's sum includes padded slots (reference quirk, see module doc).
+    """
+
+    def __init__(self, dx: int, dy: int, reference_padding: bool = True):
         super().__init__()
         self.lin = nn.Linear(4 * dx, dy)
+        self.reference_padding = reference_padding
 
     def forward(self, X: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
         mask = node_mask.unsqueeze(-1).float().expand_as(X)              # (B, n, dx)
-        count = mask.sum(dim=1)                                          # (B, dx)
-        mean = X.sum(dim=1) / count                                      # (B, dx)
+        count = mask.sum(dim=1).clamp(min=1)                             # (B, dx); empty graphs: no NaN
+        total = X.sum(dim=1) if self.reference_padding else (X * mask).sum(dim=1)
+        mean = total / count                                             # (B, dx)
         mini = (X + POOL_BIG * (1 - mask)).min(dim=1).values
         maxi = (X - POOL_BIG * (1 - mask)).max(dim=1).values
         var = (((X - mean.unsqueeze(1)) ** 2) * mask).sum(dim=1) / count
@@ -51,16 +63,21 @@ class Xtoy(nn.Module):
 
 
 class Etoy(nn.Module):
-    """[mean, min, max, var] over all real (i, j) pairs incl. the diagonal, then Linear(4 de -> dy)."""
+    """[mean, min, max, var] over all real (i, j) pairs incl. the diagonal, then Linear(4 de -> dy).
 
-    def __init__(self, de: int, dy: int):
+    ``reference_padding``: the mean's sum includes padded pairs (reference quirk, see module doc).
+    """
+
+    def __init__(self, de: int, dy: int, reference_padding: bool = True):
         super().__init__()
         self.lin = nn.Linear(4 * de, dy)
+        self.reference_padding = reference_padding
 
     def forward(self, E: torch.Tensor, node_mask: torch.Tensor) -> torch.Tensor:
         mask = edge_mask(node_mask).expand_as(E)                         # (B, n, n, de)
-        count = mask.sum(dim=(1, 2))                                     # (B, de)
-        mean = E.sum(dim=(1, 2)) / count
+        count = mask.sum(dim=(1, 2)).clamp(min=1)                        # (B, de); empty graphs: no NaN
+        total = E.sum(dim=(1, 2)) if self.reference_padding else (E * mask).sum(dim=(1, 2))
+        mean = total / count                                             # (B, de)
         mini = (E + POOL_BIG * (1 - mask)).amin(dim=(1, 2))
         maxi = (E - POOL_BIG * (1 - mask)).amax(dim=(1, 2))
         var = (((E - mean[:, None, None, :]) ** 2) * mask).sum(dim=(1, 2)) / count
@@ -69,16 +86,21 @@ class Etoy(nn.Module):
 
 # ----------------------------------------------------------------------------- attention block
 def masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """Softmax over ``dim`` with masked keys at -inf; if nothing is real, return scores unchanged."""
+    """Softmax over ``dim`` with masked keys at -inf.
+
+    If nothing in the batch is real the scores are returned unchanged (reference behaviour); rows of
+    an empty graph inside a batch get all-zero weights instead of NaN.
+    """
     if key_mask.sum() == 0:
         return scores
-    return torch.softmax(scores.masked_fill(~key_mask, float("-inf")), dim=dim)
+    attn = torch.softmax(scores.masked_fill(~key_mask, float("-inf")), dim=dim)
+    return attn.masked_fill(~key_mask.any(dim=dim, keepdim=True), 0.0)
 
 
 class NodeEdgeBlock(nn.Module):
     """Element-wise multi-head attention over nodes, with edge and global FiLM."""
 
-    def __init__(self, dx: int, de: int, dy: int, n_head: int):
+    def __init__(self, dx: int, de: int, dy: int, n_head: int, reference_padding: bool = True):
         super().__init__()
         assert dx % n_head == 0, f"dx={dx} must be divisible by n_head={n_head}"
         self.n_head, self.df = n_head, dx // n_head
@@ -95,8 +117,8 @@ class NodeEdgeBlock(nn.Module):
         self.y_x_add = nn.Linear(dy, dx)
         # global update
         self.y_y = nn.Linear(dy, dy)
-        self.x_y = Xtoy(dx, dy)
-        self.e_y = Etoy(de, dy)
+        self.x_y = Xtoy(dx, dy, reference_padding)
+        self.e_y = Etoy(de, dy, reference_padding)
         # outputs
         self.x_out = nn.Linear(dx, dx)
         self.e_out = nn.Linear(dx, de)
@@ -146,9 +168,10 @@ class NodeEdgeBlock(nn.Module):
 class XEyTransformerLayer(nn.Module):
     """Attention block + post-norm feed-forward per stream (no re-masking, like the reference)."""
 
-    def __init__(self, dx, de, dy, n_head, dim_ffX, dim_ffE, dim_ffy, dropout=0.1, eps=1e-5):
+    def __init__(self, dx, de, dy, n_head, dim_ffX, dim_ffE, dim_ffy, dropout=0.1, eps=1e-5,
+                 reference_padding=True):
         super().__init__()
-        self.self_attn = NodeEdgeBlock(dx, de, dy, n_head)
+        self.self_attn = NodeEdgeBlock(dx, de, dy, n_head, reference_padding)
 
         self.linX1 = nn.Linear(dx, dim_ffX)
         self.linX2 = nn.Linear(dim_ffX, dx)
@@ -197,7 +220,8 @@ class GraphTransformer(nn.Module):
 
     Parameters
     ----------
-    config : DiffMSConfig (decoder widths, ``input_dims`` / ``output_dims``).
+    config : DiffMSConfig (decoder widths, ``input_dims`` / ``output_dims``, ``reference_padding``
+        for the pooling quirk described in the module docstring).
     dropout : dropout rate of every dropout in the layers (0.1 in DiffMS).
     """
 
@@ -213,7 +237,7 @@ class GraphTransformer(nn.Module):
 
         self.tf_layers = nn.ModuleList(
             XEyTransformerLayer(c.dx, c.de, c.dy, c.decoder_heads, c.dim_ffX, c.dim_ffE, c.dim_ffy,
-                                dropout=dropout)
+                                dropout=dropout, reference_padding=c.reference_padding)
             for _ in range(c.decoder_layers))
 
         self.mlp_out_X = _mlp(c.dx, c.hidden_mlp_X, outd["X"], final_relu=False)

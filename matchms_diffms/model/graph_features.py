@@ -11,6 +11,9 @@ The reference's batch-padding quirks are reproduced on purpose (they are what th
 were trained with): padded Laplacian rows get the diagonal 2 * n_pad, so small or fragmented graphs pick
 up padded eigenvalues 2 * n_pad / n; and every padded node slot counts as atom type 0 in "weight".
 With no padding (one graph per pass, or graphs of equal size) both reduce to per-graph values.
+``reference_padding=False`` (our own models, ``DiffMSConfig.reference_padding``) gives those per-graph
+values in padded batches too: padded eigenvalues are replaced by the filler 2 and padded slots add no
+weight, so a graph's features do not depend on what else is in the batch.
 
 Adjacency A = sum of bond classes 1.. of E_t (binary for one-hot E_t), masked with the node mask.
 """
@@ -136,8 +139,8 @@ def _gather_padded(values: torch.Tensor, start: torch.Tensor, k: int, fill: floa
     return torch.gather(values, -1, idx)
 
 
-def spectral_features(A: torch.Tensor, node_mask: torch.Tensor,
-                      generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def spectral_features(A: torch.Tensor, node_mask: torch.Tensor, generator: torch.Generator | None = None,
+                      reference_padding: bool = True) -> dict[str, torch.Tensor]:
     """Laplacian eigen-features of the (noisy) graph.
 
     Parameters
@@ -146,6 +149,9 @@ def spectral_features(A: torch.Tensor, node_mask: torch.Tensor,
     node_mask : (B, n) bool.
     generator : optional torch.Generator for the standard-normal noise that the non-LCC indicator
         adds on padded positions (randn of shape (B, n), drawn every call like the reference).
+    reference_padding : True reproduces the reference: eigenvalues of padded nodes (2 * n_pad / n)
+        leak into ``eigvals`` of graphs with fewer than n_components + 5 real eigenvalues. False
+        replaces them by the filler 2 (the value of the same graph without padding).
 
     Returns
     -------
@@ -162,6 +168,10 @@ def spectral_features(A: torch.Tensor, node_mask: torch.Tensor,
     n_real = m.sum(dim=1, keepdim=True).clamp(min=1.0)                    # (B, 1)
     evals = evals / n_real
     evecs = evecs * m.unsqueeze(2) * m.unsqueeze(1)                      # rows and columns masked
+    if not reference_padding:
+        # real eigenvalues are <= 2 (n_real - 1) < 2 n_pad, so the padded ones sort last
+        is_real = torch.arange(n, device=evals.device).unsqueeze(0) < m.sum(dim=1, keepdim=True)
+        evals = torch.where(is_real, evals, torch.full_like(evals, 2.0))
 
     n_cc = (evals < ZERO_EIGVAL).sum(dim=-1)                             # (B,) long
     eigvals5 = _gather_padded(evals, n_cc, N_EIGVALS, fill=2.0)          # (B, 5)
@@ -199,19 +209,25 @@ def charge_feature(X: torch.Tensor, E: torch.Tensor, config: DiffMSConfig) -> to
     return (type_index - valency_feature(E)).float()
 
 
-def weight_feature(X: torch.Tensor, config: DiffMSConfig) -> torch.Tensor:
-    """Sum of atom weights / max weight over *all* node slots (B, n, A) -> (B, 1).
+def weight_feature(X: torch.Tensor, config: DiffMSConfig, node_mask: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+    """Sum of atom weights / max weight, (B, n, A) -> (B, 1).
 
-    Padded slots have an all-zero X row whose argmax is 0, so each adds the weight of atom type 0
-    (12/35 for carbon) -- the reference's batch-dependent quirk.
+    Without ``node_mask`` the sum runs over *all* node slots like the reference: padded slots have an
+    all-zero X row whose argmax is 0, so each adds the weight of atom type 0 (12/35 for carbon), a
+    batch-dependent quirk. With ``node_mask`` (B, n) only real nodes count.
     """
     weights = torch.tensor(config.atom_weights, dtype=torch.float32, device=X.device)
-    return weights[X.argmax(dim=-1)].sum(dim=-1, keepdim=True) / config.max_atom_weight
+    per_node = weights[X.argmax(dim=-1)]                                 # (B, n)
+    if node_mask is not None:
+        per_node = per_node * node_mask.float()
+    return per_node.sum(dim=-1, keepdim=True) / config.max_atom_weight
 
 
 # ----------------------------------------------------------------------------- assembly
 def extra_features(X: torch.Tensor, E: torch.Tensor, node_mask: torch.Tensor, config: DiffMSConfig,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   generator: torch.Generator | None = None, reference_padding: bool | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Extra node and global features of the current (noisy) graph, in reference order.
 
     Parameters
@@ -221,20 +237,24 @@ def extra_features(X: torch.Tensor, E: torch.Tensor, node_mask: torch.Tensor, co
     node_mask : (B, n) bool.
     config : DiffMSConfig (atom tables, ``max_n_nodes``).
     generator : optional torch.Generator for the non-LCC noise.
+    reference_padding : padding policy (default ``config.reference_padding``): True reproduces the
+        reference's batch-dependent eigenvalue and weight values, False gives per-graph values.
 
     Returns
     -------
     extra_X : (B, n, 8) [k3, k4, k5 node cycles, non-LCC, eigvec 1, eigvec 2, charge, valency]
     extra_y : (B, 12) [n/max_n_nodes, k3, k4, k5, k6, n_components, 5 eigenvalues, weight]
     """
+    if reference_padding is None:
+        reference_padding = config.reference_padding
     node_mask = node_mask.bool()
     A = adjacency(E, node_mask)                                          # (B, n, n)
     x_cycles, y_cycles = cycle_features(A, node_mask)                    # (B, n, 3), (B, 4)
-    spec = spectral_features(A, node_mask, generator)
+    spec = spectral_features(A, node_mask, generator, reference_padding)
     charge = charge_feature(X, E, config).unsqueeze(-1)                  # (B, n, 1)
     valency = valency_feature(E).unsqueeze(-1)                           # (B, n, 1)
     n = node_mask.float().sum(dim=1, keepdim=True) / config.max_n_nodes  # (B, 1)
-    weight = weight_feature(X, config)                                   # (B, 1)
+    weight = weight_feature(X, config, None if reference_padding else node_mask)  # (B, 1)
 
     extra_X = torch.cat([x_cycles, spec["nonlcc"], spec["eigvecs"], charge, valency], dim=-1)
     extra_y = torch.cat([n, y_cycles, spec["n_components"], spec["eigvals"], weight], dim=-1)
@@ -242,7 +262,8 @@ def extra_features(X: torch.Tensor, E: torch.Tensor, node_mask: torch.Tensor, co
 
 
 def network_input(X: torch.Tensor, E_t: torch.Tensor, y: torch.Tensor, node_mask: torch.Tensor,
-                  t_norm, config: DiffMSConfig, generator: torch.Generator | None = None
+                  t_norm, config: DiffMSConfig, generator: torch.Generator | None = None,
+                  reference_padding: bool | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Decoder inputs for one step: features concatenated in reference order.
 
@@ -253,13 +274,14 @@ def network_input(X: torch.Tensor, E_t: torch.Tensor, y: torch.Tensor, node_mask
     t_norm : float, (B,) or (B, 1): normalised time t/T of the current (noisier) state.
     config : DiffMSConfig.
     generator : optional torch.Generator for the non-LCC noise.
+    reference_padding : padding policy, see ``extra_features``.
 
     Returns
     -------
     X_in : (B, n, A + 8), E_in : (B, n, n, 5) float, y_in : (B, cond + 13)
     """
     B = X.shape[0]
-    extra_X, extra_y = extra_features(X, E_t, node_mask, config, generator)
+    extra_X, extra_y = extra_features(X, E_t, node_mask, config, generator, reference_padding)
     t = torch.as_tensor(t_norm, dtype=torch.float32, device=X.device).reshape(-1, 1).expand(B, 1)
     X_in = torch.cat([X.float(), extra_X], dim=-1)
     E_in = E_t.float()

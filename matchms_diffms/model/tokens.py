@@ -12,83 +12,62 @@ A subformula-annotation record (diffms-model.md section 2.5) becomes one token p
 """
 from __future__ import annotations
 
-import re
+import functools
 
 import numpy as np
 import torch
 
+from ..chem.adducts import parse_adduct
+from ..chem.formula import ELEMENTS_18, Formula
+
 # Element order of every 18-d formula vector (fixed by the released checkpoints).
-ELEMENTS = ["C", "H", "As", "B", "Br", "Cl", "Co", "F", "Fe", "I", "K", "N", "Na", "O", "P", "S", "Se", "Si"]
+ELEMENTS = ELEMENTS_18
 MAX_COUNT = 255                 # pos-cos has rows for 0..254 plus one learned row for 255
 TYPE_FRAG, TYPE_CLS = 0, 3      # token types (1 "loss" and 2 "ab_loss" are never produced)
 NUM_TYPES = 4
 
-# Spellings that name the same adduct (diffms-model.md section 2.4); spaces are removed before lookup.
-ADDUCT_ALIASES = {
-    "M+H": "[M+H]+",
-    "M+Na": "[M+Na]+",
-    "M+K": "[M+K]+",
-    "[M+NH4]+": "[M+H3N+H]+",
-    "M+NH4": "[M+H3N+H]+",
-    "M+H-H2O": "[M-H2O+H]+",
-    "M-H2O+H": "[M-H2O+H]+",
-    "[M+H-H2O]+": "[M-H2O+H]+",
-    "M-2H2O+H": "[M-H4O2+H]+",
-    "[M-2H2O+H]+": "[M-H4O2+H]+",
-    "[M+H-2H2O]+": "[M-H4O2+H]+",
-}
 
-_FORMULA_TOKEN = re.compile(r"([A-Z][a-z]?)(\d*)")
-
-
+@functools.lru_cache(maxsize=256)
 def canonical_adduct(name: str) -> str:
-    """Canonical spelling of an adduct (spaces removed, aliases mapped).
+    """Canonical name of an adduct, so that equivalent spellings share one encoder slot.
 
     Parameters
     ----------
     name
-        Adduct as written in an annotation or a configuration, e.g. ``"[M+NH4]+"``.
+        Adduct as written in an annotation or a configuration, e.g. ``"[M+H3N+H]+"`` or ``"M+NH4"``.
 
     Returns
     -------
     str
-        The spelling used in the adduct slot lists, e.g. ``"[M+H3N+H]+"``.
+        The matchms-style name of ``chem.adducts.parse_adduct``, e.g. ``"[M+NH4]+"``.
+
+    Raises
+    ------
+    ValueError
+        For strings that name no supported adduct (empty, multiply charged, multimers, ...).
     """
-    key = name.replace(" ", "")
-    return ADDUCT_ALIASES.get(key, key)
+    return parse_adduct(name).name
 
 
 def adduct_index(name: str, adducts: list[str]) -> int:
-    """Position of adduct ``name`` in the one-hot slot list ``adducts`` (aliases on both sides).
+    """Position of adduct ``name`` in the one-hot slot list ``adducts`` (equivalent spellings match).
+
+    Empty slots (the unused 8th slot of the official models) never match.
 
     Raises
     ------
     ValueError
         If the adduct has no slot (e.g. a negative-mode adduct for the official models).
     """
-    wanted = canonical_adduct(name)
+    known = [a for a in adducts if a]
+    try:
+        wanted = canonical_adduct(name)
+    except ValueError as exc:
+        raise ValueError(f"adduct {name!r} has no encoder slot ({exc}); this model knows {known}") from None
     for i, slot in enumerate(adducts):
         if slot and canonical_adduct(slot) == wanted:
             return i
-    known = [a for a in adducts if a]
     raise ValueError(f"adduct {name!r} has no encoder slot; this model knows {known}")
-
-
-def _parse_formula(text: str) -> np.ndarray:
-    """Tiny fallback parser: ``"C4H4ClNOS"`` -> int64 counts (18,) in ``ELEMENTS`` order."""
-    counts = np.zeros(len(ELEMENTS), dtype=np.int64)
-    pos = 0
-    for m in _FORMULA_TOKEN.finditer(text):
-        if m.start() != pos:
-            break
-        element, digits = m.group(1), m.group(2)
-        if element not in ELEMENTS:
-            raise ValueError(f"formula {text!r}: element {element!r} is not one of the 18 encoder elements")
-        counts[ELEMENTS.index(element)] += int(digits) if digits else 1
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"cannot parse formula {text!r} (expected e.g. 'C6H12O6')")
-    return counts
 
 
 def formula_vector(text: str) -> np.ndarray:
@@ -100,7 +79,7 @@ def formula_vector(text: str) -> np.ndarray:
         If the formula cannot be parsed, has an element outside the 18, or a count outside 0..255
         (the pos-cos embedding has no row for it).
     """
-    vec = np.asarray(_parse_formula(text), dtype=np.int64)
+    vec = Formula.parse(text).vector18()                                   # (18,) int64
     _check_counts(vec, text)
     return vec
 

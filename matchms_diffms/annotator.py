@@ -1,0 +1,493 @@
+"""DiffMSAnnotator: matchms ``Spectrum`` in, annotated clone (``diffms_*`` metadata) out.
+
+One spectrum flows through these steps::
+
+    peaks check        no_peaks / invalid_peaks (NaN, inf, negative m/z or intensity)
+    formula candidates plugins.formula_candidates(spectrum, context)  (metadata, precursor_formula, SIRIUS,
+                       mass decomposition; up to ``max_formulas`` neutral formulas, as in DiffMS' formula
+                       ablation)
+    per formula        element / adduct / size checks against the model vocabulary
+                       subformula annotation of the peaks (20 ppm)
+                       tokens -> model.encode (one spectrum alone: no padding, batch-independent)
+                       model.sample(heavy atoms, y, n_samples, steps, seeded generator)
+                       RDKit molecules; valid = sanitizes and one fragment
+                       FORMULA-EXACT filter: the molecule's formula, implicit H included, must equal the
+                       neutral formula (the reference does not check H; section 18 of the model spec)
+                       ranking.rank_candidates: unique 2D structures (first InChIKey block), scored
+    merge              ranked lists of all formulas merged by calibrated score, top_k kept
+
+What the generated structures can and cannot be: atoms are neutral, hydrogens implicit (RDKit default
+valences), no stereochemistry. Structures that need a formal charge (nitro groups, quaternary N,
+zwitterions) cannot be produced. The formula is the **neutral** molecule's formula (M, not the ion): the
+adduct's charge and atoms are not part of the structure.
+
+Determinism: the sampling generator of one spectrum is seeded from ``seed`` (drawn once per annotator when
+``None``, and recorded in ``diffms_seed``), the spectrum's key and the formula. The key is ``index`` when the
+caller gives one (``annotate(spectrum, index=i)``), otherwise the spectrum's identity (its id field plus a
+digest of its peaks and precursor m/z). Results therefore do not depend on batch size, on the order of
+other spectra, or on which process handles a spectrum.
+
+Metadata written on the clone (plain Python types; lists as JSON strings so that every matchms export
+format keeps them, see :func:`read_annotation`):
+
+==========================  ======================================================================
+``diffms_status``           ``ok`` or ``<code>: <text>`` (codes: :data:`STATUS_CODES`)
+``diffms_smiles``           top candidate (absent when there is none)
+``diffms_inchikey``         top candidate
+``diffms_score``            top candidate's calibrated score in [0, 1]
+``diffms_candidates``       JSON list of ``{smiles, inchikey, formula, score, count, tanimoto,
+                            frequency, raw_score}``, best first (``"[]"`` when none)
+``diffms_formula``          Hill formula of the top candidate (else of the first formula tried)
+``diffms_formula_source``   metadata / precursor_formula / sirius / mass_decomposition
+``diffms_adduct``           adduct used for the encoder
+``diffms_adduct_assumed``   True when the adduct was not given but assumed from the ion mode
+``diffms_model``            ``<weights name>@<sha256 first 12>``
+``diffms_n_samples``        samples drawn per formula
+``diffms_steps``            reverse diffusion steps
+``diffms_seed``             base seed
+``diffms_n_valid``          valid samples (all formulas)
+``diffms_n_formula_match``  valid samples with exactly the formula (all formulas)
+``diffms_seconds``          wall time for this spectrum
+==========================  ======================================================================
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import logging
+import math
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .ranking import Calibration, Candidate, merge_ranked, rank_candidates
+
+logger = logging.getLogger("matchms.diffms")
+
+STATUS_CODES = ("ok", "no_peaks", "invalid_peaks", "no_formula", "invalid_formula", "formula_mismatch",
+                "unsupported_element", "unsupported_adduct", "too_many_atoms", "too_few_atoms",
+                "no_annotated_peaks", "no_valid_candidates", "error")
+
+METADATA_KEYS = ("diffms_status", "diffms_smiles", "diffms_inchikey", "diffms_score", "diffms_candidates",
+                 "diffms_formula", "diffms_formula_source", "diffms_adduct", "diffms_adduct_assumed",
+                 "diffms_model", "diffms_n_samples", "diffms_steps", "diffms_seed", "diffms_n_valid",
+                 "diffms_n_formula_match", "diffms_seconds")
+
+_ID_KEYS = ("spectrum_id", "feature_id", "title", "scans", "compound_name")
+SUBFORMULA_PPM = 20.0
+
+
+class Skip(Exception):
+    """A spectrum or formula candidate that is not annotated, with a status code and text."""
+
+    def __init__(self, code: str, text: str):
+        assert code in STATUS_CODES, code
+        super().__init__(f"{code}: {text}")
+        self.code, self.text = code, text
+
+    @property
+    def status(self) -> str:
+        return f"{self.code}: {self.text}"
+
+
+def status_code(status: str | None) -> str:
+    """The reason code of a ``diffms_status`` value (the part before the first colon)."""
+    return "" if status is None else str(status).split(":", 1)[0].strip()
+
+
+@dataclass
+class FormulaResult:
+    """What one formula candidate produced (internal)."""
+
+    candidate: object                    # formula_sources.FormulaCandidate
+    status: str = "ok"
+    ranked: list = field(default_factory=list)
+    sampled: bool = False
+    annotated_peaks: int = 0
+    n_valid: int = 0
+    n_formula_match: int = 0
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def spectrum_id(spectrum, index: int | None = None) -> str:
+    """A human-readable id for logs: the first id-like metadata field, else ``#index``."""
+    for key in _ID_KEYS:
+        value = spectrum.get(key)
+        if value not in (None, ""):
+            return f"{key}={value}"
+    return f"#{index}" if index is not None else "<no id>"
+
+
+def spectrum_key(spectrum, index: int | None = None) -> str:
+    """The identity the sampling seed is derived from.
+
+    ``index`` when given; otherwise the first id field plus a sha256 of the peaks and precursor m/z, so
+    that the same spectrum gets the same seed in any process and at any position.
+    """
+    if index is not None:
+        return f"index:{int(index)}"
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(spectrum.peaks.mz, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(spectrum.peaks.intensities, dtype=np.float64).tobytes())
+    h.update(repr(spectrum.get("precursor_mz")).encode())
+    ident = next((str(spectrum.get(k)) for k in _ID_KEYS if spectrum.get(k) not in (None, "")), "")
+    return f"id:{ident}|peaks:{h.hexdigest()[:32]}"
+
+
+def derive_seed(seed: int, *parts) -> int:
+    """A 63-bit seed from a base seed and any strings (stable across processes and platforms)."""
+    text = "|".join([str(int(seed))] + [str(p) for p in parts])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2 ** 63 - 1)
+
+
+def check_peaks(spectrum) -> None:
+    """Raise :class:`Skip` for spectra without peaks or with NaN / inf / negative values."""
+    mz = np.asarray(spectrum.peaks.mz, dtype=np.float64)
+    inten = np.asarray(spectrum.peaks.intensities, dtype=np.float64)
+    if mz.size == 0:
+        raise Skip("no_peaks", "the spectrum has no peaks")
+    for name, arr in (("m/z", mz), ("intensity", inten)):
+        if not np.all(np.isfinite(arr)):
+            raise Skip("invalid_peaks", f"{int(np.sum(~np.isfinite(arr)))} peak(s) with non-finite {name}")
+        if np.any(arr < 0):
+            raise Skip("invalid_peaks", f"{int(np.sum(arr < 0))} peak(s) with negative {name}")
+    if not np.any(inten > 0):
+        raise Skip("no_peaks", "all peak intensities are zero")
+
+
+def read_candidates(value) -> list[dict]:
+    """Candidates from a ``diffms_candidates`` value: a JSON string (as written), a list (JSON import of an
+    older file), or a Python-repr string (a list exported by matchms' MGF/MSP writers)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, list):
+        return [dict(v) for v in value]
+    if isinstance(value, str):
+        try:
+            out = json.loads(value)
+        except json.JSONDecodeError:
+            out = ast.literal_eval(value)
+        if not isinstance(out, list):
+            raise ValueError(f"diffms_candidates is not a list: {value[:80]!r}")
+        return [dict(v) for v in out]
+    raise ValueError(f"cannot read diffms_candidates of type {type(value).__name__}")
+
+
+def _as_float(v):
+    return None if v in (None, "", "None") else float(v)
+
+
+def _as_int(v):
+    return None if v in (None, "", "None") else int(float(v))
+
+
+def _as_bool(v):
+    if v in (None, "", "None"):
+        return None
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "yes")
+    return bool(v)
+
+
+def read_annotation(spectrum_or_metadata) -> dict:
+    """Typed ``diffms_*`` values of a spectrum, also after an MGF/MSP round trip (where numbers and booleans
+    come back as strings). Keys without the ``diffms_`` prefix; absent values are ``None``;
+    ``candidates`` is a list of dicts."""
+    md = spectrum_or_metadata
+    get = md.get
+    out = {"status": get("diffms_status"), "smiles": get("diffms_smiles"), "inchikey": get("diffms_inchikey"),
+           "score": _as_float(get("diffms_score")), "candidates": read_candidates(get("diffms_candidates")),
+           "formula": get("diffms_formula"), "formula_source": get("diffms_formula_source"),
+           "adduct": get("diffms_adduct"), "adduct_assumed": _as_bool(get("diffms_adduct_assumed")),
+           "model": get("diffms_model"), "n_samples": _as_int(get("diffms_n_samples")),
+           "steps": _as_int(get("diffms_steps")), "seed": _as_int(get("diffms_seed")),
+           "n_valid": _as_int(get("diffms_n_valid")), "n_formula_match": _as_int(get("diffms_n_formula_match")),
+           "seconds": _as_float(get("diffms_seconds"))}
+    for c in out["candidates"]:
+        for k in ("score", "tanimoto", "frequency", "raw_score"):
+            if k in c:
+                c[k] = float(c[k])
+        if "count" in c:
+            c["count"] = int(c["count"])
+    return out
+
+
+# ------------------------------------------------------------------------------------------ annotator
+class DiffMSAnnotator:
+    """De novo structure annotation of matchms spectra with a DiffMS model.
+
+    Parameters
+    ----------
+    model
+        A ``matchms_diffms.model.diffms.DiffMS`` in eval mode.
+    info
+        Weights info from ``weights.load_model`` (``name``, ``sha256``, ``path``).
+    n_samples
+        Diffusion samples per formula candidate (DiffMS default 100).
+    steps
+        Reverse diffusion steps (``None``: the model's ``diffusion_steps``, 500 for DiffMS).
+    top_k
+        Candidates kept per spectrum.
+    seed
+        Base seed; ``None`` draws one (recorded in ``diffms_seed``).
+    max_formulas
+        Formula candidates tried per spectrum; their ranked lists are merged by score.
+    batch_size
+        Spectra taken from the input at a time by :meth:`annotate_many`. Each spectrum is still encoded
+        and sampled on its own (no padding), so results do not depend on it.
+    formula_context
+        Extra run-wide information for the formula providers (e.g. ``{"sirius_formulas": {...}}``).
+    calibration
+        Score calibration (default: ``calibration.json`` beside the weights, else identity).
+    """
+
+    def __init__(self, model, info: dict, *, n_samples: int = 100, steps: int | None = None, top_k: int = 10,
+                 seed: int | None = None, max_formulas: int = 3, batch_size: int = 16,
+                 formula_context: dict | None = None, calibration: Calibration | None = None):
+        if n_samples < 1 or top_k < 1 or max_formulas < 1 or batch_size < 1:
+            raise ValueError("n_samples, top_k, max_formulas and batch_size must be >= 1")
+        if steps is not None and not 1 <= steps <= model.config.diffusion_steps:
+            raise ValueError(f"steps must lie in 1..{model.config.diffusion_steps}")
+        self.model = model
+        self.info = dict(info)
+        self.config = model.config
+        self.n_samples = int(n_samples)
+        self.steps = int(steps) if steps is not None else int(model.config.diffusion_steps)
+        self.top_k = int(top_k)
+        self.seed = int(seed) if seed is not None else secrets.randbits(31)
+        self.max_formulas = int(max_formulas)
+        self.batch_size = int(batch_size)
+        self.formula_context = dict(formula_context or {})
+        self.calibration = calibration if calibration is not None else Calibration.for_weights(info.get("path"))
+        self.model_id = f"{self.info.get('name', 'unknown')}@{str(self.info.get('sha256', ''))[:12]}"
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str = "default", *, config_overrides: dict | None = None,
+                        **options) -> "DiffMSAnnotator":
+        """Load weights by name or path (once per process, see ``weights.load_model``) and build an annotator.
+
+        ``options`` are the constructor's keyword arguments (``n_samples``, ``steps``, ``top_k``, ``seed``,
+        ``max_formulas``, ``batch_size``, ``formula_context``, ``calibration``).
+        """
+        from .weights import load_model
+
+        model, info = load_model(str(name_or_path), config_overrides)
+        return cls(model, info, **options)
+
+    # ----------------------------------------------------------------------------------- public API
+    def __call__(self, spectrum, index: int | None = None):
+        return self.annotate(spectrum, index=index)
+
+    def annotate(self, spectrum, index: int | None = None):
+        """Annotate one spectrum; returns a clone with ``diffms_*`` metadata (the input is not modified).
+
+        ``None`` gives ``None``. Problems with the spectrum give a status, never an exception.
+        """
+        if spectrum is None:
+            return None
+        start = time.perf_counter()
+        out = spectrum.clone()
+        metadata = out.metadata                   # a copy; drop stale results of an earlier run
+        if any(key in metadata for key in METADATA_KEYS):
+            for key in METADATA_KEYS:
+                metadata.pop(key, None)
+            out.metadata = metadata
+        self._set_run_metadata(out)
+        try:
+            self._annotate_into(out, spectrum_key(spectrum, index))
+        except Skip as skip:
+            out.set("diffms_status", skip.status)
+            logger.info("DiffMS skipped spectrum %s: %s", spectrum_id(spectrum, index), skip.status)
+        except Exception as err:   # noqa: BLE001 -- one bad spectrum must not stop a run; logged below
+            out.set("diffms_status", f"error: {type(err).__name__}: {err}")
+            logger.error("DiffMS failed on spectrum %s: %s: %s", spectrum_id(spectrum, index),
+                         type(err).__name__, err, exc_info=logger.isEnabledFor(logging.DEBUG))
+        out.set("diffms_seconds", round(time.perf_counter() - start, 3))
+        return out
+
+    def annotate_many(self, spectra: Iterable, indices: Iterable[int] | None = None) -> Iterator:
+        """Annotate spectra one after the other (lazily); yields annotated clones in input order.
+
+        Parameters
+        ----------
+        spectra
+            Iterable of matchms spectra (``None`` entries give ``None``).
+        indices
+            Optional global positions (e.g. in the whole library when this is one shard), used for the
+            seed; default: the spectra's identity (see module docstring).
+        """
+        spectra = iter(spectra)
+        indices = iter(indices) if indices is not None else None
+        while True:
+            chunk = []
+            for spectrum in spectra:
+                chunk.append((spectrum, next(indices) if indices is not None else None))
+                if len(chunk) == self.batch_size:
+                    break
+            if not chunk:
+                return
+            for spectrum, index in chunk:
+                yield self.annotate(spectrum, index=index)
+
+    # -------------------------------------------------------------------------------------- steps
+    def _set_run_metadata(self, out) -> None:
+        out.set("diffms_status", "error: not finished")
+        out.set("diffms_candidates", "[]")
+        out.set("diffms_model", self.model_id)
+        out.set("diffms_n_samples", self.n_samples)
+        out.set("diffms_steps", self.steps)
+        out.set("diffms_seed", self.seed)
+        out.set("diffms_n_valid", 0)
+        out.set("diffms_n_formula_match", 0)
+
+    def _formula_candidates(self, spectrum) -> list:
+        from .chem.adducts import UnsupportedAdductError
+        from .chem.formula import FormulaError
+        from .plugins import formula_candidates
+
+        context = {"max_formulas": self.max_formulas, **self.formula_context}
+        try:
+            cands = formula_candidates(spectrum, context) or []
+        except UnsupportedAdductError as err:
+            raise Skip("unsupported_adduct", str(err)) from None
+        except FormulaError as err:
+            raise Skip("invalid_formula", str(err)) from None
+        if not cands:
+            raise Skip("no_formula", "no molecular formula in the metadata and no formula provider proposed "
+                                     "one (give 'formula', or SIRIUS results, or a precursor m/z)")
+        return list(cands)[: self.max_formulas]
+
+    def _annotate_into(self, out, key: str) -> None:
+        check_peaks(out)
+        cands = self._formula_candidates(out)
+        results = [self._run_formula(out, cand, key) for cand in cands]
+        lists = [r.ranked for r in results if r.ranked]
+        merged = merge_ranked(lists, self.top_k)
+        out.set("diffms_n_valid", sum(r.n_valid for r in results))
+        out.set("diffms_n_formula_match", sum(r.n_formula_match for r in results))
+        if merged:
+            top = merged[0]
+            chosen = next(r for r in results if r.ranked and top in r.ranked)
+        else:
+            chosen = next((r for r in results if r.sampled), results[0])
+        self._set_formula_metadata(out, chosen.candidate)
+        if merged:
+            out.set("diffms_smiles", top.smiles)
+            out.set("diffms_inchikey", top.inchikey)
+            out.set("diffms_score", float(round(top.score, 6)))
+            out.set("diffms_candidates", json.dumps([c.to_dict() for c in merged]))
+        out.set("diffms_status", chosen.status)
+        for r in results:
+            logger.debug("formula %s (%s): %s", r.candidate.formula.hill(), r.candidate.source, r.status)
+
+    @staticmethod
+    def _set_formula_metadata(out, cand) -> None:
+        out.set("diffms_formula", cand.formula.hill())
+        out.set("diffms_formula_source", str(cand.source))
+        out.set("diffms_adduct", cand.adduct.name)
+        out.set("diffms_adduct_assumed", bool(cand.adduct_assumed))
+
+    def _run_formula(self, spectrum, cand, key: str) -> FormulaResult:
+        result = FormulaResult(cand)
+        try:
+            atoms = self._check_formula(cand)
+            annotation = self._annotate_peaks(spectrum, cand)
+            table = annotation.get("output_tbl")
+            result.annotated_peaks = len(table["formula"]) if table else 0
+            fp, y = self._encode(annotation)
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, key, cand.formula.hill(), cand.adduct.name))
+            adj = self.model.sample(atoms, y[0], n_samples=self.n_samples, steps=self.steps, generator=gen)
+            result.sampled = True
+            valid, matching = self._molecules(atoms, adj, cand.formula)
+            result.n_valid, result.n_formula_match = len(valid), len(matching)
+            if not matching:
+                raise Skip("no_valid_candidates",
+                           f"{len(valid)} of {self.n_samples} samples valid, none with formula {cand.formula.hill()}")
+            result.ranked = rank_candidates(matching, fp[0], cand.formula, top_k=self.top_k,
+                                            calibration=self.calibration, n_valid=len(valid))
+            if result.annotated_peaks == 0:
+                result.status = (f"no_annotated_peaks: no peak matched a subformula of {cand.formula.hill()} "
+                                 f"within {SUBFORMULA_PPM:g} ppm; only the precursor formula was encoded")
+        except Skip as skip:
+            result.status = skip.status
+        return result
+
+    def _check_formula(self, cand) -> list[str]:
+        """Heavy-atom symbols for the decoder, or :class:`Skip` if the model cannot handle the formula."""
+        cfg = self.config
+        formula = cand.formula
+        vocab = [a for a in cfg.atom_types if a != "H"]
+        bad = sorted(el for el in formula.counts if el != "H" and el not in vocab)
+        if bad:
+            raise Skip("unsupported_element", f"{', '.join(bad)} of {formula.hill()} not in the model's atom "
+                                              f"types ({', '.join(vocab)})")
+        self._adduct_slot(cand.adduct)
+        n = formula.n_heavy
+        if n < 2:
+            raise Skip("too_few_atoms", f"{formula.hill()} has {n} heavy atom(s); at least 2 are needed")
+        if n > cfg.max_n_nodes:
+            raise Skip("too_many_atoms", f"{formula.hill()} has {n} heavy atoms; the model allows at most "
+                                         f"{cfg.max_n_nodes}")
+        return formula.heavy_atoms(vocab)
+
+    def _adduct_slot(self, adduct) -> str:
+        from .chem.adducts import UnsupportedAdductError, official_name
+        from .model.tokens import adduct_index
+
+        try:
+            name = official_name(adduct)
+            adduct_index(name, self.config.adducts)
+        except (UnsupportedAdductError, ValueError):
+            known = ", ".join(a for a in self.config.adducts if a)
+            raise Skip("unsupported_adduct", f"{getattr(adduct, 'name', adduct)} has no encoder slot in this "
+                                             f"model (known: {known})") from None
+        return name
+
+    def _annotate_peaks(self, spectrum, cand) -> dict:
+        from .chem.adducts import precursor_mz
+        from .chem.subformulae import assign_subformulae
+
+        parent = spectrum.get("precursor_mz")
+        try:
+            parent = float(parent)
+        except (TypeError, ValueError):
+            parent = math.nan
+        if not math.isfinite(parent) or parent <= 0:
+            parent = precursor_mz(cand.formula, cand.adduct)
+        name = self._adduct_slot(cand.adduct)
+        return assign_subformulae(spectrum.peaks.mz, spectrum.peaks.intensities, cand.formula, name, parent,
+                                  ppm_tol=SUBFORMULA_PPM)
+
+    @torch.no_grad()
+    def _encode(self, annotation: dict):
+        from .model.tokens import collate, tokens_from_annotation
+
+        tokens = collate([tokens_from_annotation(annotation, self.config.adducts)])   # one spectrum, no padding
+        fp, y = self.model.encode(tokens)                                              # (1, 4096), (1, cond)
+        return fp, y
+
+    def _molecules(self, atoms: list[str], adj: np.ndarray, formula):
+        """Valid molecules of the samples (sanitize, one fragment, net charge 0), and those with exactly
+        ``formula`` (hydrogens included)."""
+        from rdkit import Chem
+
+        from .chem.molecules import check_molecule, graph_to_mol, matches_formula
+
+        valid, matching = [], []
+        for sample in adj:                                   # (n, n) bond classes
+            res = check_molecule(graph_to_mol(atoms, sample))
+            if not res.is_valid or res.num_fragments != 1 or Chem.GetFormalCharge(res.mol) != 0:
+                continue
+            valid.append(res.mol)
+            if matches_formula(res.mol, formula):
+                matching.append(res.mol)
+        return valid, matching
+
+
+__all__ = ["DiffMSAnnotator", "STATUS_CODES", "METADATA_KEYS", "read_annotation", "read_candidates",
+           "status_code", "spectrum_key", "derive_seed", "Skip"]

@@ -1,0 +1,615 @@
+"""Evaluation of de novo structure generation with the MassSpecGym metrics.
+
+Definitions (docs: evaluation.md section 1.1, the project's primary definition). Per spectrum, given the true
+SMILES and the model's ranked list of predicted SMILES (``None`` or unparsable entries allowed, list order used
+as is, no de-duplication):
+
+==================  =============================================================================================
+top-k accuracy      1 if the first InChIKey block (14 characters) of the truth equals that of any of the first k
+                    predictions; invalid predictions never match
+top-k MCES          min over the first k predictions of the myopic-MCES distance (threshold 15,
+                    ``always_stronger_bound=True``, CBC solver, distance = element [1] of the result); invalid
+                    prediction -> 100, minimum capped at 100; no prediction -> 100. Distances above 15 are lower
+                    bounds.
+top-k Tanimoto      max over the first k predictions of the Tanimoto similarity of Morgan bit vectors (radius 2,
+                    2048 bits); invalid prediction -> 0; no prediction -> 0
+validity            valid predictions / all predictions (pooled over spectra); a prediction is valid iff
+                    ``Chem.MolFromSmiles`` returns a molecule with at least one atom
+formula_match       predictions whose molecular formula (RDKit, H included) equals the true formula / all
+                    predictions (pooled; invalid predictions do not match)
+==================  =============================================================================================
+
+Spectrum metrics are averaged over spectra (no bootstrap here). The chemistry is done with RDKit directly, not
+with ``matchms_diffms.chem``, so that the harness stays independent of the code it evaluates.
+
+Also here: :func:`random_formula_baseline` (random valid molecules with a given formula), :func:`evaluate_file`
+(run an annotator or the baseline over a labelled file) and the ``evaluate`` command of ``matchms-diffms``
+(registered through the ``diffms_register_commands`` hook).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import click
+from rdkit import Chem, DataStructs, rdBase
+from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
+
+from .chem.formula import Formula
+from .hookspecs import hookimpl
+
+logger = logging.getLogger("matchms.diffms")
+
+MCES_THRESHOLD = 15          # MassSpecGym
+MCES_MISSING = 100.0         # distance for an invalid / missing prediction, and the cap of the minimum
+MCES_SOLVER = "PULP_CBC_CMD"  # bundled with pulp; myopic-mces' default COIN_CMD needs a system cbc binary
+TANIMOTO_RADIUS = 2
+TANIMOTO_BITS = 2048
+RANDOM_BASELINE = "random-formula"
+
+METRIC_KEYS = ("top1_accuracy", "top10_accuracy", "top1_mces", "top10_mces", "top1_tanimoto",
+               "top10_tanimoto", "validity", "formula_match", "n_spectra", "seconds_per_spectrum")
+
+
+# ----------------------------------------------------------------------------------------------- chemistry
+def parse_smiles(smiles) -> Chem.Mol | None:
+    """RDKit molecule of ``smiles``, or ``None`` if it is missing, empty or does not parse (no RDKit log noise)."""
+    if smiles is None or not isinstance(smiles, str) or not smiles.strip():
+        return None
+    blocker = rdBase.BlockLogs()  # noqa: F841  (restores logging when it goes out of scope)
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None or mol.GetNumAtoms() == 0:
+        return None
+    return mol
+
+
+def inchikey14(mol: Chem.Mol) -> str | None:
+    """First InChIKey block (the 2D skeleton) of ``mol``; ``None`` if RDKit cannot make an InChIKey."""
+    blocker = rdBase.BlockLogs()  # noqa: F841
+    key = Chem.MolToInchiKey(mol)
+    return key.split("-")[0] if key else None
+
+
+_MORGAN = None
+
+
+def morgan_bits(mol: Chem.Mol):
+    """Morgan bit vector, radius 2, 2048 bits (``rdFingerprintGenerator``, identical to the legacy call)."""
+    global _MORGAN
+    if _MORGAN is None:
+        _MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=TANIMOTO_RADIUS, fpSize=TANIMOTO_BITS)
+    return _MORGAN.GetFingerprint(mol)
+
+
+def mol_formula(mol: Chem.Mol) -> str:
+    """Hill formula of ``mol`` with its (implicit + explicit) hydrogens, as RDKit writes it."""
+    return rdMolDescriptors.CalcMolFormula(mol)
+
+
+def formula_counts(formula) -> dict[str, int]:
+    """Element counts of a neutral formula string such as ``C9H11Cl3NO3PS`` (FormulaError if it does not parse)."""
+    return dict(Formula.parse(formula).counts)
+
+
+# ----------------------------------------------------------------------------------------------- MCES
+class MCESCache:
+    """Myopic-MCES distances with MassSpecGym's settings and a per-pair cache.
+
+    Parameters
+    ----------
+    threshold
+        Exact distances are computed up to this value; above it myopic-MCES returns a lower bound.
+    solver
+        PuLP solver name (CBC, bundled with pulp).
+    time_limit
+        Optional solver time limit in seconds (``None``: no limit, as in MassSpecGym). With a limit a hard pair
+        may give an upper bound (or the filter's lower bound) instead of the exact distance.
+    """
+
+    def __init__(self, threshold: float = MCES_THRESHOLD, solver: str = MCES_SOLVER,
+                 time_limit: float | None = None):
+        self.threshold = threshold
+        self.solver = solver
+        self.solver_options = {"msg": 0}
+        if time_limit is not None:
+            self.solver_options["timeLimit"] = time_limit
+        self._cache: dict[tuple[str, str], float] = {}
+        self.n_computed = 0
+        self.seconds = 0.0
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def __call__(self, true_smiles: str, pred_smiles: str) -> float:
+        """Distance between two valid SMILES (``MCES(true, pred, threshold, 0, solver, options)[1]``)."""
+        key = (true_smiles, pred_smiles)
+        if key not in self._cache:
+            from myopic_mces import MCES
+
+            start = time.perf_counter()
+            # positional arguments: the keyword names changed between myopic-mces 1.0 and 1.3
+            result = MCES(true_smiles, pred_smiles, self.threshold, 0, self.solver, self.solver_options)
+            self.seconds += time.perf_counter() - start
+            self.n_computed += 1
+            distance = float(result[1])
+            if distance < 0:  # only with a time limit: no solution and no usable bound
+                logger.warning("MCES(%s, %s) hit the time limit without a bound; using the threshold %s",
+                               true_smiles, pred_smiles, self.threshold)
+                distance = float(self.threshold)
+            self._cache[key] = distance
+        return self._cache[key]
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+def spectrum_metrics(true_smiles: str, predictions: Sequence[str | None], ks: Sequence[int] = (1, 10),
+                     mces: MCESCache | None = None) -> dict:
+    """MassSpecGym metrics of one spectrum.
+
+    Parameters
+    ----------
+    true_smiles
+        The true structure (must parse).
+    predictions
+        Ranked predicted SMILES; ``None``/unparsable entries count as invalid predictions.
+    ks
+        The k of the top-k metrics.
+    mces
+        An :class:`MCESCache`; ``None`` skips MCES (the ``top{k}_mces`` keys are then absent).
+
+    Returns
+    -------
+    dict
+        ``top{k}_accuracy`` (0/1), ``top{k}_mces``, ``top{k}_tanimoto`` for every k, plus the counts
+        ``n_predictions``, ``n_valid``, ``n_formula_match``.
+
+    Raises
+    ------
+    ValueError
+        If ``true_smiles`` does not parse.
+    """
+    true_mol = parse_smiles(true_smiles)
+    if true_mol is None:
+        raise ValueError(f"true SMILES does not parse: {true_smiles!r}")
+    true_key = inchikey14(true_mol)
+    true_fp = morgan_bits(true_mol)
+    true_formula = mol_formula(true_mol)
+    predictions = list(predictions)
+    k_max = max(ks)
+
+    matches, tanimotos, distances = [], [], []
+    n_valid = n_formula = 0
+    for rank, smiles in enumerate(predictions):
+        mol = parse_smiles(smiles)
+        if mol is not None:
+            n_valid += 1
+            n_formula += mol_formula(mol) == true_formula
+        if rank >= k_max:
+            continue
+        if mol is None:
+            matches.append(False)
+            tanimotos.append(0.0)
+            distances.append(MCES_MISSING)
+            continue
+        key = inchikey14(mol)
+        matches.append(key is not None and key == true_key)
+        tanimotos.append(DataStructs.TanimotoSimilarity(true_fp, morgan_bits(mol)))
+        if mces is not None:
+            distances.append(mces(true_smiles, smiles))
+
+    out = {}
+    for k in ks:
+        out[f"top{k}_accuracy"] = float(any(matches[:k]))
+        out[f"top{k}_tanimoto"] = float(max(tanimotos[:k], default=0.0))
+        if mces is not None:
+            out[f"top{k}_mces"] = float(min(min(distances[:k], default=MCES_MISSING), MCES_MISSING))
+    out.update(n_predictions=len(predictions), n_valid=n_valid, n_formula_match=n_formula)
+    return out
+
+
+def aggregate(per_spectrum: Sequence[dict], seconds_per_spectrum: float | None = None,
+              ks: Sequence[int] = (1, 10)) -> dict:
+    """Mean of the per-spectrum metrics and pooled validity / formula match.
+
+    Parameters
+    ----------
+    per_spectrum
+        Outputs of :func:`spectrum_metrics`.
+    seconds_per_spectrum
+        Annotation time per spectrum measured by the caller (stored as given).
+
+    Returns
+    -------
+    dict
+        ``top{k}_accuracy``, ``top{k}_mces`` (if computed), ``top{k}_tanimoto``, ``validity``,
+        ``formula_match``, ``num_valid_mols`` (mean valid predictions per spectrum), ``n_spectra``,
+        ``n_predictions``, ``seconds_per_spectrum``. Means over zero spectra and ratios over zero predictions
+        are ``None``.
+    """
+    n = len(per_spectrum)
+    out: dict = {}
+    for k in ks:
+        for name in ("accuracy", "mces", "tanimoto"):
+            key = f"top{k}_{name}"
+            values = [m[key] for m in per_spectrum if key in m]
+            if n and len(values) not in (0, n):
+                raise ValueError(f"{key} is missing for some spectra")
+            if values or not n:
+                out[key] = sum(values) / n if n else None
+    n_pred = sum(m["n_predictions"] for m in per_spectrum)
+    n_valid = sum(m["n_valid"] for m in per_spectrum)
+    out["validity"] = n_valid / n_pred if n_pred else None
+    out["formula_match"] = sum(m["n_formula_match"] for m in per_spectrum) / n_pred if n_pred else None
+    out["num_valid_mols"] = n_valid / n if n else None
+    out["n_spectra"] = n
+    out["n_predictions"] = n_pred
+    out["seconds_per_spectrum"] = seconds_per_spectrum
+    return out
+
+
+def evaluate_predictions(true_smiles: Sequence[str], predictions: Sequence[Sequence[str | None]], *,
+                         ks: Sequence[int] = (1, 10), compute_mces: bool = True,
+                         mces: MCESCache | None = None, seconds_per_spectrum: float | None = None) -> dict:
+    """Aggregate MassSpecGym metrics of ranked predictions against true SMILES (one list per spectrum)."""
+    if len(true_smiles) != len(predictions):
+        raise ValueError(f"{len(true_smiles)} true SMILES but {len(predictions)} prediction lists")
+    if compute_mces and mces is None:
+        mces = MCESCache()
+    per = [spectrum_metrics(t, p, ks, mces if compute_mces else None) for t, p in zip(true_smiles, predictions)]
+    return aggregate(per, seconds_per_spectrum, ks)
+
+
+# ----------------------------------------------------------------------------------------------- baseline
+# Neutral valences tried for each element, lowest first (P and S may be hypervalent).
+_VALENCES = {"C": (4,), "N": (3,), "O": (2,), "S": (2, 4, 6), "P": (3, 5), "F": (1,), "Cl": (1,),
+             "Br": (1,), "I": (1,), "B": (3,), "Si": (4,), "Se": (2, 4, 6), "As": (3, 5)}
+_BOND_TYPES = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
+
+
+def _element_valences(symbol: str) -> tuple[int, ...]:
+    if symbol in _VALENCES:
+        return _VALENCES[symbol]
+    allowed = tuple(v for v in Chem.GetPeriodicTable().GetValenceList(symbol) if v > 0)
+    if not allowed:
+        raise ValueError(f"element {symbol} has no neutral valence usable for a random molecule")
+    return allowed
+
+
+def _choose_valences(atoms: list[str], n_h: int, rng: random.Random) -> list[int] | None:
+    """Valence per heavy atom so that the heavy-atom bond-order sum ``(sum(v) - H) / 2`` is an integer
+    that can connect all atoms (at least n - 1); ``None`` if no choice works."""
+    options = [_element_valences(a) for a in atoms]
+    valences = [o[0] for o in options]
+    need = sum(valences) - n_h
+    if need % 2:                      # every valence option differs by an even number: parity is fixed
+        return None
+    expandable = [i for i, o in enumerate(options) if len(o) > 1]
+    while need // 2 < len(atoms) - 1:  # too many hydrogens for a connected graph: raise P/S valences
+        rng.shuffle(expandable)
+        for i in expandable:
+            higher = [v for v in options[i] if v > valences[i]]
+            if higher:
+                need += higher[0] - valences[i]
+                valences[i] = higher[0]
+                break
+        else:
+            return None
+    return valences
+
+
+def _random_graph(valences: list[int], n_bonds: int, rng: random.Random) -> dict | None:
+    """Random connected multigraph as ``{(i, j): order}`` with ``sum(orders) == n_bonds`` respecting the
+    valences (orders 1..3); ``None`` when this attempt got stuck."""
+    n = len(valences)
+    free = list(valences)
+    bonds: dict[tuple[int, int], int] = {}
+    multi = [i for i in range(n) if valences[i] > 1]
+    single = [i for i in range(n) if valences[i] == 1]
+    rng.shuffle(multi)
+    rng.shuffle(single)
+    order = multi + single            # multivalent atoms first: they keep the tree growable
+    placed = [order[0]]
+    for atom in order[1:]:           # random spanning tree
+        hosts = [p for p in placed if free[p] > 0]
+        if not hosts:
+            return None
+        host = rng.choice(hosts)
+        bonds[(min(atom, host), max(atom, host))] = 1
+        free[atom] -= 1
+        free[host] -= 1
+        placed.append(atom)
+    extra = n_bonds - (n - 1)
+    tries = 0
+    while extra > 0:                 # add ring bonds or raise bond orders, one order at a time
+        tries += 1
+        if tries > 50 * (extra + n):
+            return None
+        open_atoms = [i for i in range(n) if free[i] > 0]
+        if len(open_atoms) < 2:
+            return None
+        upgradable = [b for b, o in bonds.items() if o < 3 and free[b[0]] > 0 and free[b[1]] > 0]
+        if upgradable and rng.random() < 0.5:
+            pair = rng.choice(upgradable)
+        else:
+            i, j = rng.sample(open_atoms, 2)
+            pair = (min(i, j), max(i, j))
+            if bonds.get(pair, 0) >= 3:
+                continue
+        bonds[pair] = bonds.get(pair, 0) + 1
+        free[pair[0]] -= 1
+        free[pair[1]] -= 1
+        extra -= 1
+    return bonds
+
+
+def _build_mol(atoms: list[str], valences: list[int], bonds: dict) -> Chem.Mol | None:
+    mol = Chem.RWMol()
+    used = [0] * len(atoms)
+    for (i, j), o in bonds.items():
+        used[i] += o
+        used[j] += o
+    for symbol, v, u in zip(atoms, valences, used):
+        atom = Chem.Atom(symbol)
+        atom.SetNoImplicit(True)
+        atom.SetNumExplicitHs(v - u)
+        mol.AddAtom(atom)
+    for (i, j), o in bonds.items():
+        mol.AddBond(i, j, _BOND_TYPES[o])
+    blocker = rdBase.BlockLogs()  # noqa: F841
+    try:
+        Chem.SanitizeMol(mol)
+    except (Chem.rdchem.MolSanitizeException, ValueError, RuntimeError):
+        return None
+    return mol.GetMol()
+
+
+def random_formula_baseline(formula: str, k: int, seed: int | None = None,
+                            max_attempts: int | None = None) -> list[str]:
+    """Up to ``k`` distinct random valid single-fragment molecules with exactly ``formula``.
+
+    Construction: the heavy atoms of the formula get their lowest neutral valence (P and S are raised to 5 / 4, 6
+    only when the hydrogens leave too few bonds to connect all atoms). The number of heavy-atom bond orders is
+    ``(sum of valences - H) / 2``. A random spanning tree is grown under the valence capacities (multivalent
+    atoms first), then ring bonds and bond-order upgrades (up to triple) are added at random until that number
+    is reached; each atom keeps its remaining valence as explicit hydrogens. The molecule must sanitize in RDKit
+    and have exactly the requested formula.
+
+    Parameters
+    ----------
+    formula
+        Neutral formula, e.g. ``C8H10N4O2``.
+    k
+        Number of molecules wanted.
+    seed
+        Seed of the random generator (same seed, same list).
+    max_attempts
+        Construction attempts before giving up (default ``30 * k + 30``).
+
+    Returns
+    -------
+    list of str
+        Canonical SMILES. Fewer than ``k`` when the formula admits fewer distinct structures than found within
+        the attempts (e.g. ``CH4``); empty when no neutral closed-shell single-fragment molecule exists with
+        these valences (odd electron count, too many hydrogens, no heavy atom).
+    """
+    counts = formula_counts(formula)
+    n_h = counts.pop("H", 0)
+    atoms = [el for el in sorted(counts) for _ in range(counts[el])]
+    if not atoms or k <= 0:
+        return []
+    rng = random.Random(seed)
+    target_counts = dict(counts, H=n_h) if n_h else dict(counts)
+    found: list[str] = []
+    seen: set[str] = set()
+    attempts = max_attempts if max_attempts is not None else 30 * k + 30
+    for _ in range(attempts):
+        if len(found) >= k:
+            break
+        valences = _choose_valences(atoms, n_h, rng)
+        if valences is None:
+            return []
+        n_bonds = (sum(valences) - n_h) // 2
+        if len(atoms) == 1:
+            bonds: dict | None = {}
+            if n_bonds != 0:
+                return []
+        else:
+            bonds = _random_graph(valences, n_bonds, rng)
+        if bonds is None:
+            continue
+        mol = _build_mol(atoms, valences, bonds)
+        if mol is None:
+            continue
+        smiles = Chem.MolToSmiles(mol)
+        check = parse_smiles(smiles)
+        if check is None or len(Chem.GetMolFrags(check)) != 1:
+            continue
+        if formula_counts(mol_formula(check)) != target_counts:
+            continue
+        if smiles not in seen:
+            seen.add(smiles)
+            found.append(smiles)
+    return found
+
+
+# ----------------------------------------------------------------------------------------------- files
+def _first_block(inchikey) -> str | None:
+    if isinstance(inchikey, str) and len(inchikey) >= 14:
+        return inchikey[:14]
+    return None
+
+
+def _candidate_smiles(spectrum) -> list[str | None]:
+    """Ranked SMILES of ``diffms_candidates`` (a list of dicts, or its JSON string)."""
+    candidates = spectrum.get("diffms_candidates")
+    if candidates is None:
+        return []
+    if isinstance(candidates, str):
+        candidates = json.loads(candidates) if candidates.strip() else []
+    return [c.get("smiles") if isinstance(c, dict) else None for c in candidates]
+
+
+def load_labelled_spectra(path, *, one_per_structure: bool = True, limit: int | None = None) -> list:
+    """Labelled spectra of ``path`` (MGF, MassSpecGym TSV or MIST folder) as matchms ``Spectrum`` objects.
+
+    Spectra whose SMILES is missing or does not parse are dropped (count logged). With ``one_per_structure`` only
+    the first spectrum of each structure (first InChIKey block; computed from the SMILES if the metadata has
+    none) is kept. ``limit`` caps the number returned.
+    """
+    from .train.data import read_labelled
+
+    spectra, seen = [], set()
+    dropped = Counter()
+    for record in read_labelled(path):
+        mol = parse_smiles(record.smiles)
+        if mol is None:
+            dropped["no or invalid smiles"] += 1
+            continue
+        if one_per_structure:
+            key = _first_block(record.inchikey) or inchikey14(mol)
+            if key in seen:
+                dropped["duplicate structure"] += 1
+                continue
+            seen.add(key)
+        spectra.append(record.to_spectrum())
+        if limit is not None and len(spectra) >= limit:
+            break
+    logger.info("evaluation set %s: %d spectra kept, dropped %s", path, len(spectra), dict(dropped))
+    return spectra
+
+
+def _true_formula(spectrum) -> str:
+    formula = spectrum.get("formula")
+    if formula:
+        return formula
+    mol = parse_smiles(spectrum.get("smiles"))
+    logger.warning("spectrum %s has no formula metadata; using the formula of its SMILES",
+                   spectrum.get("spectrum_id") or spectrum.get("title"))
+    return mol_formula(mol)
+
+
+def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: int | None = None,
+                  top_k: int = 10, seed: int | None = 0, one_per_structure: bool = True,
+                  limit: int | None = None, compute_mces: bool = True, mces_time_limit: float | None = None,
+                  details: list | None = None) -> dict:
+    """Annotate the labelled spectra of ``path`` and compute the MassSpecGym metrics.
+
+    Parameters
+    ----------
+    path
+        Labelled spectra (MGF with ``smiles`` metadata, MassSpecGym TSV or MIST folder).
+    weights
+        Weights name or path for :class:`matchms_diffms.annotator.DiffMSAnnotator`, or ``"random-formula"``
+        for :func:`random_formula_baseline` with the true (metadata) formula.
+    n_samples, steps, top_k, seed
+        Annotator settings (``top_k`` is also the number of baseline molecules). Spectrum ``i`` of the baseline
+        uses seed ``seed + i``.
+    one_per_structure, limit
+        See :func:`load_labelled_spectra`.
+    compute_mces, mces_time_limit
+        Skip MCES (slow) / solver time limit per pair.
+    details
+        Optional list that receives one dict per spectrum (id, true SMILES, predictions, metrics).
+
+    Returns
+    -------
+    dict
+        :func:`aggregate` output plus ``weights``, ``n_samples``, ``steps``, ``top_k``, ``seed``, ``file``,
+        ``mces_seconds``.
+    """
+    spectra = load_labelled_spectra(path, one_per_structure=one_per_structure, limit=limit)
+    start = time.perf_counter()
+    if weights == RANDOM_BASELINE:
+        base = 0 if seed is None else seed
+        predictions = [random_formula_baseline(_true_formula(s), top_k, seed=base + i)
+                       for i, s in enumerate(spectra)]
+        annotated = spectra
+    else:
+        from .annotator import DiffMSAnnotator
+
+        annotator = DiffMSAnnotator.from_pretrained(weights, n_samples=n_samples, steps=steps, top_k=top_k,
+                                                    seed=seed)
+        annotated = list(annotator.annotate_many(spectra))
+        predictions = [_candidate_smiles(s) for s in annotated]
+    seconds = (time.perf_counter() - start) / len(spectra) if spectra else None
+
+    mces = MCESCache(time_limit=mces_time_limit) if compute_mces else None
+    per = []
+    for spectrum, preds in zip(annotated, predictions):
+        metrics = spectrum_metrics(spectrum.get("smiles"), preds, (1, 10), mces)
+        per.append(metrics)
+        if details is not None:
+            details.append({"id": spectrum.get("spectrum_id") or spectrum.get("title"),
+                            "smiles": spectrum.get("smiles"), "status": spectrum.get("diffms_status"),
+                            "predictions": list(preds), **metrics})
+    result = aggregate(per, seconds)
+    result.update(weights=weights, n_samples=None if weights == RANDOM_BASELINE else n_samples, steps=steps,
+                  top_k=top_k, seed=seed, one_per_structure=one_per_structure, file=str(path),
+                  mces_seconds=mces.seconds if mces is not None else None)
+    if weights != RANDOM_BASELINE:
+        statuses = Counter(str(s.get("diffms_status")).split(":")[0] for s in annotated)
+        result["status_counts"] = dict(statuses)
+    return result
+
+
+def _write_json(data: dict, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2, allow_nan=False)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------------------------- command
+@click.command("evaluate")
+@click.argument("file", type=click.Path(exists=True))
+@click.option("--weights", "-w", default="default", show_default=True,
+              help=f"Weights name or path, or '{RANDOM_BASELINE}' for the random-molecule baseline.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Metrics JSON to write.")
+@click.option("--samples", "n_samples", default=100, show_default=True, type=click.IntRange(1),
+              help="Diffusion samples per spectrum.")
+@click.option("--steps", default=None, type=click.IntRange(1), help="Denoising steps (default: the model's).")
+@click.option("--top-k", default=10, show_default=True, type=click.IntRange(1), help="Candidates kept.")
+@click.option("--limit", default=None, type=click.IntRange(1), help="Evaluate only the first N spectra.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--all-spectra", is_flag=True, help="Keep every spectrum, not one per structure.")
+@click.option("--no-mces", is_flag=True, help="Skip the (slow) MCES metric.")
+@click.option("--details", type=click.Path(dir_okay=False), default=None,
+              help="Also write per-spectrum predictions and metrics to this JSON file.")
+def evaluate_command(file, weights, output, n_samples, steps, top_k, limit, seed, all_spectra, no_mces, details):
+    """Evaluate de novo annotation of the labelled spectra in FILE (MassSpecGym metrics)."""
+    rows: list | None = [] if details else None
+    result = evaluate_file(file, weights=weights, n_samples=n_samples, steps=steps, top_k=top_k, seed=seed,
+                           one_per_structure=not all_spectra, limit=limit, compute_mces=not no_mces,
+                           details=rows)
+    _write_json(_json_safe(result), Path(output))
+    if details:
+        _write_json(_json_safe({"metrics": result, "spectra": rows}), Path(details))
+    for key in METRIC_KEYS:
+        if key in result:
+            click.echo(f"{key:22s} {result[key]}")
+
+
+@hookimpl
+def diffms_register_commands(cli):
+    cli.add_command(evaluate_command)

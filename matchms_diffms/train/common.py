@@ -1,0 +1,768 @@
+"""Shared training machinery: run folder, configuration, seeds, distributed setup, checkpoints, the loop.
+
+Every training command (``train decoder``, ``train encoder``, ``train finetune``) is a ``TrainTask``
+driven by ``fit``. One run lives in one folder::
+
+    RUN_DIR/run_config.json        the effective hyper-parameters (defaults < --config JSON < command line)
+    RUN_DIR/model_config.json      the effective DiffMSConfig (after data-derived fields are filled in)
+    RUN_DIR/log.jsonl              one JSON record per line: {"step", "epoch", "loss", "lr", "elapsed_s", ...}
+    RUN_DIR/checkpoints/step-*.pt  model + optimizer + scheduler + RNG states + step (plain tensors/dicts)
+    RUN_DIR/cache/                 featurised data (numpy .npz, read without pickle)
+    RUN_DIR/weights/               final weights in our format (``weights.save_weights``), no optimizer state
+
+Reproducibility and resuming
+----------------------------
+* The order of the data is a pure function of (seed, epoch): ``--resume`` continues with the very batch
+  that would have come next. With the same seed an interrupted-and-resumed run ends with exactly the
+  parameters of an uninterrupted run (same device, same world size, same torch version).
+* Random numbers of the training step (diffusion time, edge noise, augmentation) come from a dedicated
+  ``torch.Generator`` per rank; dropout uses the global torch RNG of the rank. Both are saved per rank in
+  every checkpoint and restored on resume.
+
+Distributed training
+--------------------
+Run any command under ``torchrun --nproc_per_node N``. ``--batch-size`` is the GLOBAL batch: each step's
+batch is built exactly as in a single process and rank r takes items r, r + N, r + 2N, ... of it
+(DistributedSampler-style sharding), so the sequence of global batches does not depend on N. After the
+backward pass the gradients are averaged over ranks with one coalesced all-reduce (weighted by the number
+of items each rank held), so every rank applies the same update and keeps identical parameters (checked
+at the end through a parameter hash). Only rank 0 writes logs, checkpoints and weights. Backend: gloo
+on CPU, nccl on CUDA (``--device cuda``: rank r uses ``cuda:LOCAL_RANK``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.distributed as tdist
+
+logger = logging.getLogger("matchms.diffms")
+
+CHECKPOINT_FORMAT = "matchms-diffms-train-checkpoint/1"
+_CKPT_RE = re.compile(r"^step-(\d+)\.pt$")
+
+# Hyper-parameters shared by every command; each command adds its own and may change defaults.
+COMMON_DEFAULTS = {
+    "seed": 0,
+    "steps": None,              # total optimizer steps; overrides epochs
+    "epochs": None,             # used when steps is None
+    "batch_size": 64,           # GLOBAL batch (all ranks together)
+    "lr": 1e-3,
+    "optimizer": "adamw",       # adamw (amsgrad) | radam
+    "weight_decay": 1e-12,
+    "schedule": "onecycle",     # onecycle | cosine | constant
+    "pct_start": 0.3,           # OneCycle warm-up fraction
+    "grad_clip": None,          # max global gradient norm, None = no clipping
+    "ckpt_every": 1000,
+    "keep_checkpoints": 2,      # newest checkpoints kept on disk (0 = keep all)
+    "log_every": 10,
+    "val_every": 1000,          # 0 = only at the end
+    "val_max": 1000,            # validation items used (deterministic subset), None = all
+    "threads": None,            # torch.set_num_threads; None = torch default
+    "device": "cpu",
+    "progress": True,           # tqdm bar on rank 0
+    "stop_at": None,            # stop (with a checkpoint) after this step, e.g. for time-limited jobs
+    "dist_timeout_min": 180,    # collective timeout; rank 0 may featurise data while the others wait
+    "model": {},                # DiffMSConfig fields (partial) for the model size
+}
+
+# Keys that may differ between the original run and a ``--resume`` invocation.
+RESUME_OVERRIDABLE = {"threads", "device", "progress", "stop_at", "ckpt_every", "keep_checkpoints",
+                      "log_every", "val_every", "dist_timeout_min"}
+
+
+# ------------------------------------------------------------------------------------------ configuration
+def load_json(path: str | Path) -> dict:
+    """Read a JSON object from ``path`` (a clear error for anything else)."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read JSON: {err}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(obj).__name__}")
+    return obj
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Write ``obj`` as indented JSON atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def merge_config(defaults: dict, file_cfg: dict | None, cli_cfg: dict | None) -> dict:
+    """Effective hyper-parameters: ``defaults`` < ``file_cfg`` (``--config``) < ``cli_cfg`` (explicit options).
+
+    Unknown keys are an error (a typo would otherwise be silently ignored). ``model`` dicts are merged
+    key by key.
+    """
+    cfg = json.loads(json.dumps(defaults))          # deep copy of plain data
+    for source, layer in (("--config", file_cfg or {}), ("command line", cli_cfg or {})):
+        unknown = sorted(set(layer) - set(cfg))
+        if unknown:
+            raise ValueError(f"unknown hyper-parameters from {source}: {unknown}; known: {sorted(cfg)}")
+        for key, value in layer.items():
+            if key == "model" and isinstance(value, dict):
+                cfg["model"] = {**cfg.get("model", {}), **value}
+            else:
+                cfg[key] = value
+    return cfg
+
+
+def resume_config(saved: dict, requested: dict, explicit: Iterable[str]) -> dict:
+    """Configuration of a resumed run: the saved one, with only harmless keys overridden.
+
+    Parameters
+    ----------
+    saved
+        ``run_config.json`` of the run.
+    requested
+        The configuration the resuming invocation would have built.
+    explicit
+        Keys that the resuming invocation set explicitly (``--config`` or command line).
+    """
+    cfg = dict(saved)
+    conflicts = []
+    for key in explicit:
+        if requested.get(key) == saved.get(key):
+            continue
+        if key in RESUME_OVERRIDABLE:
+            cfg[key] = requested[key]
+        else:
+            conflicts.append(f"{key}: run has {saved.get(key)!r}, asked {requested.get(key)!r}")
+    if conflicts:
+        raise ValueError("--resume cannot change these hyper-parameters of the run (start a new run "
+                         "instead): " + "; ".join(conflicts))
+    return cfg
+
+
+def build_model_config(overrides: dict, base=None):
+    """A ``DiffMSConfig`` for our own models: ``base`` (default: the dataclass defaults with real padding
+    masking, ``reference_padding=False``) updated with ``overrides`` (DiffMSConfig fields)."""
+    from ..model.config import DiffMSConfig
+
+    if base is None:
+        base = DiffMSConfig(reference_padding=False)
+    return DiffMSConfig.from_dict({**base.to_dict(), **(overrides or {})})
+
+
+# ------------------------------------------------------------------------------------------ distributed
+@dataclasses.dataclass
+class Dist:
+    """Where this process stands in a (possibly single-process) run."""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            tdist.barrier()
+
+
+def setup_distributed(device: str = "cpu", timeout_min: float = 180) -> Dist:
+    """Initialise torch.distributed when launched by ``torchrun`` (``WORLD_SIZE`` > 1), else a no-op.
+
+    Parameters
+    ----------
+    device
+        ``"cpu"`` (gloo backend) or ``"cuda"``/``"cuda:N"`` (nccl; rank r uses ``cuda:LOCAL_RANK``).
+    timeout_min
+        Timeout of collective operations in minutes.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = str(device).startswith("cuda")
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+    if use_cuda:
+        dev = torch.device("cuda", local_rank) if world > 1 else torch.device(device)
+        torch.cuda.set_device(dev)
+    else:
+        if str(device) != "cpu":
+            raise ValueError(f"unknown device {device!r}: use cpu or cuda")
+        dev = torch.device("cpu")
+    if world > 1 and not tdist.is_initialized():
+        tdist.init_process_group(backend="nccl" if use_cuda else "gloo",
+                                 timeout=datetime.timedelta(minutes=float(timeout_min)))
+        logger.info("distributed: rank %d of %d (%s)", rank, world, tdist.get_backend())
+    return Dist(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def cleanup_distributed(dist: Dist) -> None:
+    if dist.enabled and tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
+def all_reduce_sum(values: list[float], dist: Dist) -> list[float]:
+    """Sum a few floats over ranks (float64)."""
+    if not dist.enabled:
+        return [float(v) for v in values]
+    t = torch.tensor(values, dtype=torch.float64, device=dist.device)
+    tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+    return t.cpu().tolist()
+
+
+def all_gather_bytes(blob: torch.Tensor, dist: Dist) -> list[torch.Tensor]:
+    """Gather one uint8 tensor per rank (same length on every rank)."""
+    if not dist.enabled:
+        return [blob.clone()]
+    blob = blob.to(dist.device)
+    out = [torch.empty_like(blob) for _ in range(dist.world_size)]
+    tdist.all_gather(out, blob)
+    return [o.cpu() for o in out]
+
+
+def broadcast_module(module: torch.nn.Module, dist: Dist) -> None:
+    """Copy rank 0's parameters and buffers to every rank."""
+    if not dist.enabled:
+        return
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            tdist.broadcast(t.data, src=0)
+
+
+def average_gradients(params: list[torch.nn.Parameter], dist: Dist) -> None:
+    """Sum-reduce the gradients of ``params`` over ranks (one coalesced all-reduce) and divide by the
+    world size. Losses are pre-scaled by ``fit`` so that this is the mean over the global batch.
+
+    A parameter without a gradient on every rank (an output head the loss does not use) keeps
+    ``grad=None`` so that the optimizer skips it exactly as in a single process.
+    """
+    if not dist.enabled:
+        return
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=dist.device)
+    tdist.all_reduce(has, op=tdist.ReduceOp.MAX)
+    used = [p for p, h in zip(params, has.tolist()) if h > 0]
+    for p in used:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    if not used:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in used])
+    tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
+    flat /= dist.world_size
+    offset = 0
+    for p in used:
+        n = p.numel()
+        p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+        offset += n
+
+
+def parameter_hash(module: torch.nn.Module) -> str:
+    """sha256 of all parameters and buffers (names, shapes and bytes), for cross-rank identity checks."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        t = t.detach().cpu().contiguous()
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ seeds, RNG
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices). The training loop itself only uses torch RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def rank_seed(seed: int, rank: int, stream: int) -> int:
+    """A distinct 63-bit seed per (run seed, rank, stream)."""
+    digest = hashlib.sha256(f"{seed}/{rank}/{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """CPU generator that fixes the data order of one epoch (identical on every rank)."""
+    return torch.Generator().manual_seed(rank_seed(seed, -1, 1000 + epoch))
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of ``range(n)`` into (train, held-out) with ``round(fraction * n)`` held out
+    (at least 1 when ``fraction > 0`` and n >= 2). Both index arrays are sorted."""
+    g = torch.Generator().manual_seed(rank_seed(seed, -1, 7))
+    perm = torch.randperm(n, generator=g).numpy()
+    k = int(round(fraction * n))
+    if fraction > 0 and n >= 2:
+        k = max(k, 1)
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+# ------------------------------------------------------------------------------------------ batching
+def make_batches(n_items: int, batch_size: int, seed: int, epoch: int, sizes: np.ndarray | None = None,
+                 bucket: str = "none", world_size: int = 1) -> list[list[int]]:
+    """The global batches of one epoch (a pure function of its arguments).
+
+    Parameters
+    ----------
+    n_items
+        Number of training items.
+    batch_size
+        Global batch size. Batches are full; the last partial batch is dropped when ``n_items >=
+        batch_size`` (as ``drop_last``), else the epoch is one batch of all items.
+    seed, epoch
+        Fix the random order.
+    sizes
+        Size of every item (heavy atoms), needed for ``bucket="sorted"``.
+    bucket
+        ``"none"``: random batches. ``"sorted"``: items are sorted by size (random order within a size),
+        cut into consecutive batches, and the batches are shuffled -- a batch then holds one or two
+        neighbouring sizes, so there is (almost) no padding; this is faster and keeps the padding-
+        dependent decoder features equal to those of padding-free inference.
+    world_size
+        Batches must hold at least one item per rank.
+    """
+    if n_items < world_size:
+        raise ValueError(f"{n_items} training items cannot be shared by {world_size} ranks")
+    g = epoch_generator(seed, epoch)
+    perm = torch.randperm(n_items, generator=g).numpy()
+    if bucket == "sorted":
+        if sizes is None:
+            raise ValueError("bucket='sorted' needs item sizes")
+        perm = perm[np.argsort(np.asarray(sizes)[perm], kind="stable")]
+    elif bucket != "none":
+        raise ValueError(f"unknown bucketing {bucket!r}: use none or sorted")
+    bs = min(int(batch_size), n_items)
+    if bs < world_size:
+        raise ValueError(f"batch size {batch_size} is smaller than the number of ranks {world_size}")
+    n_batches = n_items // bs
+    batches = [perm[i * bs:(i + 1) * bs].tolist() for i in range(n_batches)]
+    if bucket == "sorted":
+        order = torch.randperm(len(batches), generator=g).tolist()
+        batches = [batches[i] for i in order]
+    return batches
+
+
+def shard(batch: list[int], dist: Dist) -> list[int]:
+    """This rank's part of a global batch: items rank, rank + W, rank + 2W, ..."""
+    return batch[dist.rank::dist.world_size]
+
+
+def subset_for_validation(n: int, val_max: int | None, seed: int) -> np.ndarray:
+    """A deterministic subset of ``range(n)`` of at most ``val_max`` items (all when ``val_max`` is None)."""
+    if val_max is None or n <= val_max:
+        return np.arange(n)
+    g = torch.Generator().manual_seed(rank_seed(seed, -1, 11))
+    return np.sort(torch.randperm(n, generator=g)[:int(val_max)].numpy())
+
+
+# ------------------------------------------------------------------------------------------ optimizer
+def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
+    """AdamW(amsgrad=True) like DiffMS, or RAdam like the encoder pretraining of the paper."""
+    name = cfg["optimizer"].lower()
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg["lr"], amsgrad=True, weight_decay=cfg["weight_decay"])
+    if name == "radam":
+        return torch.optim.RAdam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    raise ValueError(f"unknown optimizer {cfg['optimizer']!r}: use adamw or radam")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, total_steps: int):
+    """Per-step learning-rate schedule: ``onecycle`` (DiffMS code: max_lr = lr, pct_start 0.3),
+    ``cosine`` (cosine annealing from lr to 0 over the run, the paper's wording) or ``constant``."""
+    name = cfg["schedule"].lower()
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg["lr"], total_steps=max(total_steps, 2),
+                                                   pct_start=cfg["pct_start"])
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    if name == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    raise ValueError(f"unknown schedule {cfg['schedule']!r}: use onecycle, cosine or constant")
+
+
+# ------------------------------------------------------------------------------------------ run folder
+class RunLog:
+    """JSON-lines log ``RUN_DIR/log.jsonl``, written by rank 0 only, one flushed line per record."""
+
+    def __init__(self, path: Path, dist: Dist):
+        self.path = Path(path)
+        self.enabled = dist.is_main
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True, default=_json_default) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records of steps after ``step`` (work lost since the checkpoint a run resumes from)."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if rec.get("step", 0) <= step:
+                kept.append(line)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix="log.jsonl", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(k + "\n" for k in kept))
+        os.replace(tmp, self.path)
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """All records of a ``log.jsonl``."""
+    return [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def checkpoint_paths(run_dir: Path) -> list[Path]:
+    """Checkpoints of a run, oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CKPT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a training checkpoint without unpickling arbitrary objects (``weights_only=True``)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a matchms-diffms training checkpoint")
+    return ckpt
+
+
+# ------------------------------------------------------------------------------------------ the task
+class TrainTask:
+    """What a training command provides to ``fit``.
+
+    Attributes set by ``setup``: ``model`` (the ``nn.Module`` whose parameters are trained and
+    checkpointed), ``n_train`` and ``n_val`` (item counts) and ``data_summary`` (a JSON-able dict written
+    to the log's start record and the weights' info).
+    """
+
+    name = "task"
+    val_keys: tuple = ()            # names of the metrics ``validate`` returns
+    model: torch.nn.Module
+    n_train: int = 0
+    n_val: int = 0
+    data_summary: dict = {}
+
+    def setup(self, cfg: dict, run_dir: Path, dist: Dist) -> None:
+        """Load and featurise data (rank 0 writes caches, the others wait), then build the model.
+
+        The model must be created right after ``seed_everything(cfg['seed'])`` so that every rank
+        starts from the same parameters.
+        """
+        raise NotImplementedError
+
+    def batches(self, epoch: int, cfg: dict, dist: Dist) -> list[list[int]]:
+        """Global batches (lists of training-item indices) of ``epoch``."""
+        raise NotImplementedError
+
+    def loss(self, indices: list[int], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """Mean training loss of the items ``indices`` (model in train mode) and extra scalars to log."""
+        raise NotImplementedError
+
+    def validate(self, indices: list[int], generator: torch.Generator) -> dict:
+        """Sums over the validation items ``indices``: ``{metric: (sum, count)}`` (model in eval mode,
+        inside ``torch.no_grad``). Reduced over ranks by ``fit``."""
+        return {}
+
+    def export(self, directory: Path, info: dict) -> None:
+        """Write the final weights (``weights.save_weights``) into ``directory``."""
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------------ the loop
+def _rng_blob(noise_gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """One uint8 tensor holding this rank's global torch RNG state(s) and its noise-generator state."""
+    parts = [torch.get_rng_state(), noise_gen.get_state()]
+    if device.type == "cuda":
+        parts.append(torch.cuda.get_rng_state(device))
+    sizes = torch.tensor([p.numel() for p in parts], dtype=torch.int64).view(torch.uint8)
+    return torch.cat([torch.tensor([len(parts)], dtype=torch.uint8), sizes, *parts])
+
+
+def _restore_rng(blob: torch.Tensor, noise_gen: torch.Generator, device: torch.device) -> None:
+    k = int(blob[0])
+    sizes = blob[1:1 + 8 * k].clone().view(torch.int64).tolist()
+    offset = 1 + 8 * k
+    parts = []
+    for s in sizes:
+        parts.append(blob[offset:offset + s].clone())
+        offset += s
+    torch.set_rng_state(parts[0])
+    noise_gen.set_state(parts[1])
+    if device.type == "cuda" and len(parts) > 2:
+        torch.cuda.set_rng_state(parts[2], device)
+
+
+def total_steps(cfg: dict, steps_per_epoch: int) -> int:
+    if cfg.get("steps") is not None:
+        return int(cfg["steps"])
+    if cfg.get("epochs") is not None:
+        return int(math.ceil(float(cfg["epochs"]) * steps_per_epoch))
+    raise ValueError("give the length of the run: --steps or --epochs")
+
+
+def fit(task: TrainTask, cfg: dict, run_dir: str | Path, resume: bool = False) -> dict:
+    """Train ``task`` with hyper-parameters ``cfg`` in ``run_dir``; returns a summary dict.
+
+    Handles distributed setup (when run by torchrun), seeds, checkpoints every ``ckpt_every`` steps and
+    at the end, ``resume``, the JSON-lines log, validation every ``val_every`` steps and at the end, and
+    the final export into ``RUN_DIR/weights``.
+    """
+    run_dir = Path(run_dir)
+    dist = setup_distributed(cfg["device"], cfg.get("dist_timeout_min", 180))
+    try:
+        return _fit(task, cfg, run_dir, resume, dist)
+    finally:
+        cleanup_distributed(dist)
+
+
+def _fit(task: TrainTask, cfg: dict, run_dir: Path, resume: bool, dist: Dist) -> dict:
+    from tqdm.auto import tqdm
+
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    existing = checkpoint_paths(run_dir)
+    if existing and not resume:
+        raise ValueError(f"{run_dir} already holds checkpoints of a run; pass --resume to continue it or "
+                         "choose another --out")
+    if resume and not existing:
+        raise ValueError(f"--resume: {run_dir} holds no checkpoint to resume from")
+    if dist.is_main:
+        write_json(run_dir / "run_config.json", {**cfg, "command": task.name})
+    log = RunLog(run_dir / "log.jsonl", dist)
+
+    seed_everything(int(cfg["seed"]))
+    task.setup(cfg, run_dir, dist)          # data (rank 0 featurises, others wait) + model from the seed
+    model = task.model.to(dist.device)
+    broadcast_module(model, dist)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, cfg)
+    first_batches = task.batches(0, cfg, dist)
+    steps_per_epoch = len(first_batches)
+    if steps_per_epoch == 0:
+        raise ValueError("no training batch: too few training items for the batch size")
+    n_total = total_steps(cfg, steps_per_epoch)
+    scheduler = make_scheduler(optimizer, cfg, n_total)
+
+    noise_gen = torch.Generator(device=dist.device)
+    noise_gen.manual_seed(rank_seed(int(cfg["seed"]), dist.rank, 1))
+    torch.manual_seed(rank_seed(int(cfg["seed"]), dist.rank, 2))     # dropout stream of this rank
+
+    step, elapsed_before = 0, 0.0
+    if resume:
+        ckpt = load_checkpoint(existing[-1])
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        step = int(ckpt["step"])
+        elapsed_before = float(ckpt.get("elapsed_s", 0.0))
+        if int(ckpt["world_size"]) == dist.world_size:
+            _restore_rng(ckpt["rng"][dist.rank], noise_gen, dist.device)
+        else:
+            logger.warning("resuming with %d ranks a run checkpointed with %d: random streams are reseeded "
+                           "(data order is unaffected)", dist.world_size, int(ckpt["world_size"]))
+            noise_gen.manual_seed(rank_seed(int(cfg["seed"]), dist.rank, 100 + step))
+            torch.manual_seed(rank_seed(int(cfg["seed"]), dist.rank, 200 + step))
+        log.truncate_after(step)
+        log.write({"event": "resume", "step": step, "checkpoint": existing[-1].name})
+        logger.info("resumed %s from %s (step %d)", task.name, existing[-1], step)
+    else:
+        log.write({"event": "start", "step": 0, "command": task.name, "world_size": dist.world_size,
+                   "n_train": task.n_train, "n_val": task.n_val, "total_steps": n_total,
+                   "steps_per_epoch": steps_per_epoch, "n_parameters": sum(p.numel() for p in params),
+                   "data": task.data_summary})
+
+    stop_at = cfg.get("stop_at")
+    t0 = time.perf_counter()
+    epoch_cache = {0: first_batches}
+    window = {"loss": 0.0, "n": 0, "grad_norm": 0.0, "extra": {}}
+    last_log_time, last_log_step = t0, step
+    bar = tqdm(total=n_total, initial=step, desc=f"train {task.name}", unit="step",
+               disable=not (dist.is_main and cfg.get("progress", True)), dynamic_ncols=True)
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - t0
+
+    def run_validation() -> dict:
+        if task.n_val == 0:
+            return {}
+        model.eval()
+        items = subset_for_validation(task.n_val, cfg.get("val_max"), int(cfg["seed"]))
+        mine = items[dist.rank::dist.world_size].tolist()
+        gen = torch.Generator(device=dist.device)
+        gen.manual_seed(rank_seed(int(cfg["seed"]), dist.rank, 3))   # same noise at every validation
+        bs = max(1, int(cfg["batch_size"]) // dist.world_size)
+        sums: dict[str, list[float]] = {}
+        with torch.no_grad():
+            for i in range(0, len(mine), bs):
+                for key, (s, c) in task.validate(mine[i:i + bs], gen).items():
+                    acc = sums.setdefault(key, [0.0, 0.0])
+                    acc[0] += float(s)
+                    acc[1] += float(c)
+        keys = sorted(task.val_keys)        # the same on every rank, even one without validation items
+        flat = [v for k in keys for v in sums.get(k, [0.0, 0.0])]
+        flat = all_reduce_sum(flat, dist)
+        model.train()
+        return {k: flat[2 * i] / flat[2 * i + 1] for i, k in enumerate(keys) if flat[2 * i + 1] > 0}
+
+    def save_checkpoint() -> None:
+        blobs = all_gather_bytes(_rng_blob(noise_gen, dist.device), dist)
+        if not dist.is_main:
+            return
+        folder = run_dir / "checkpoints"
+        folder.mkdir(exist_ok=True)
+        state = {"format": CHECKPOINT_FORMAT, "command": task.name, "step": step,
+                 "epoch": step / steps_per_epoch, "elapsed_s": elapsed(), "world_size": dist.world_size,
+                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                 "optimizer": _to_cpu(optimizer.state_dict()), "scheduler": scheduler.state_dict(),
+                 "rng": blobs}
+        path = folder / f"step-{step:08d}.pt"
+        tmp = folder / (path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        keep = int(cfg.get("keep_checkpoints") or 0)
+        if keep > 0:
+            for old in checkpoint_paths(run_dir)[:-keep]:
+                old.unlink()
+
+    model.train()
+    while step < n_total:
+        epoch, pos = divmod(step, steps_per_epoch)
+        if epoch not in epoch_cache:
+            epoch_cache = {epoch: task.batches(epoch, cfg, dist)}
+        batch = epoch_cache[epoch][pos]
+        mine = shard(batch, dist)
+        optimizer.zero_grad(set_to_none=True)
+        loss, extra = task.loss(mine, noise_gen)
+        # weight this rank by its share of the global batch so the averaged gradient is the batch mean
+        scale = len(mine) * dist.world_size / len(batch)
+        (loss * scale).backward()
+        average_gradients(params, dist)
+        grad_norm = None
+        if cfg.get("grad_clip"):
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"])))
+        optimizer.step()
+        scheduler.step()
+        step += 1
+
+        reduced = all_reduce_sum([float(loss.detach()) * len(mine)] +
+                                 [float(v) * len(mine) for v in extra.values()], dist)
+        batch_loss = reduced[0] / len(batch)
+        if not math.isfinite(batch_loss):
+            raise FloatingPointError(f"{task.name}: the training loss became {batch_loss} at step {step}; "
+                                     "lower --lr or set --grad-clip")
+        window["loss"] += batch_loss
+        window["n"] += 1
+        for key, v in zip(extra, reduced[1:]):
+            window["extra"][key] = window["extra"].get(key, 0.0) + v / len(batch)
+        if grad_norm is not None:
+            window["grad_norm"] += grad_norm
+        bar.update(1)
+        bar.set_postfix(loss=f"{batch_loss:.4f}")
+
+        final = step == n_total or (stop_at is not None and step >= int(stop_at))
+        if step % max(1, int(cfg.get("log_every") or 1)) == 0 or final:
+            now = time.perf_counter()
+            rec = {"step": step, "epoch": step / steps_per_epoch, "loss": window["loss"] / window["n"],
+                   "lr": scheduler.get_last_lr()[0], "elapsed_s": round(elapsed(), 3),
+                   "s_per_step": round((now - last_log_time) / max(1, step - last_log_step), 4)}
+            rec.update({k: v / window["n"] for k, v in window["extra"].items()})
+            if cfg.get("grad_clip"):
+                rec["grad_norm"] = window["grad_norm"] / window["n"]
+            log.write(rec)
+            window = {"loss": 0.0, "n": 0, "grad_norm": 0.0, "extra": {}}
+            last_log_time, last_log_step = now, step
+        val_every = int(cfg.get("val_every") or 0)
+        if (val_every and step % val_every == 0) or final:
+            metrics = run_validation()
+            if metrics:
+                log.write({"step": step, "epoch": step / steps_per_epoch, "elapsed_s": round(elapsed(), 3),
+                           **{f"val_{k}": v for k, v in metrics.items()}})
+                bar.set_postfix(loss=f"{batch_loss:.4f}", val=f"{metrics.get('loss', float('nan')):.4f}")
+        if step % max(1, int(cfg.get("ckpt_every") or n_total)) == 0 or final:
+            save_checkpoint()
+        if final:
+            break
+    bar.close()
+
+    hashes = [bytes(b.tolist()).hex() for b in
+              all_gather_bytes(torch.tensor(list(bytes.fromhex(parameter_hash(model))), dtype=torch.uint8),
+                               dist)]
+    if len(set(hashes)) != 1:
+        raise RuntimeError(f"ranks ended with different parameters: {hashes}")
+    summary = {"event": "end", "step": step, "total_steps": n_total, "finished": step >= n_total,
+               "elapsed_s": round(elapsed(), 3), "param_hash": hashes[0], "rank_param_hashes": hashes,
+               "world_size": dist.world_size}
+    if step >= n_total and dist.is_main:
+        info = {"name": run_dir.name, "stage": task.name, "steps": step, "seed": int(cfg["seed"]),
+                "world_size": dist.world_size, "data": task.data_summary,
+                "hyper_parameters": {k: v for k, v in cfg.items() if k != "model"}}
+        task.export(run_dir / "weights", info)
+        summary["weights"] = str(run_dir / "weights")
+    log.write(summary)
+    dist.barrier()
+    return summary
+
+
+def _to_cpu(obj):
+    """Optimizer state dicts with every tensor on the CPU (so a GPU run can be resumed anywhere)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def write_model_card(directory: Path, info: dict, config) -> None:
+    """A short MODEL_CARD.md next to the exported weights (what was trained on what, how long)."""
+    lines = [f"# {info.get('name', 'model')}", "",
+             f"Trained with `matchms-diffms train {info.get('stage')}` for {info.get('steps')} steps "
+             f"(seed {info.get('seed')}, {info.get('world_size', 1)} process(es)).", "",
+             "## Data", "", "```", json.dumps(info.get("data", {}), indent=2, sort_keys=True, default=str),
+             "```", "",
+             "## Hyper-parameters", "", "```",
+             json.dumps(info.get("hyper_parameters", {}), indent=2, sort_keys=True, default=str), "```", "",
+             "## Model", "", f"atom types {config.atom_types}; adduct slots {[a for a in config.adducts if a]};",
+             f"max_n_nodes {config.max_n_nodes}; edge marginals {config.edge_marginals}.", "",
+             "Parts not trained by this run (see `untrained` in config.json) hold their random "
+             "initialisation.", "",
+             "Check the licences of the training data before distributing these weights.", ""]
+    (Path(directory) / "MODEL_CARD.md").write_text("\n".join(lines))
