@@ -236,9 +236,9 @@ def _read_mgf_matchms(path: Path) -> Iterator[LabelledSpectrum]:
             if isinstance(value, (tuple, list)):   # pepmass (mz, intensity), charge [1]
                 value = value[0] if value else None
             fields[key] = None if value is None else str(value)
-        if "charge" in fields and fields["charge"] is not None:
-            charge = int(float(fields["charge"]))
-            fields["charge"] = f"{abs(charge)}{'+' if charge >= 0 else '-'}"
+        charge = fields.get("charge")
+        if charge is not None and charge.lstrip("+-").isdigit():  # an int: write it the MGF way ('1+')
+            fields["charge"] = f"{abs(int(charge))}{'-' if int(charge) < 0 else '+'}"
         yield _record_from_fields(fields, spectrum.peaks.mz, spectrum.peaks.intensities, f"{path}[{index}]",
                                   f"{path.stem}:{index}")
 
