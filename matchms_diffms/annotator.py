@@ -421,6 +421,10 @@ class DiffMSAnnotator:
         """Heavy-atom symbols for the decoder, or :class:`Skip` if the model cannot handle the formula."""
         cfg = self.config
         formula = cand.formula
+        note = getattr(cand, "note", None)
+        if note:
+            code = note if note in STATUS_CODES else "invalid_formula"
+            raise Skip(code, getattr(cand, "message", None) or f"{formula.hill()} was rejected ({note})")
         vocab = [a for a in cfg.atom_types if a != "H"]
         bad = sorted(el for el in formula.counts if el != "H" and el not in vocab)
         if bad:

@@ -35,9 +35,10 @@ import os
 import random
 import tempfile
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import click
 from rdkit import Chem, DataStructs, rdBase
@@ -112,6 +113,11 @@ class MCESCache:
     time_limit
         Optional solver time limit in seconds (``None``: no limit, as in MassSpecGym). With a limit a hard pair
         may give an upper bound (or the filter's lower bound) instead of the exact distance.
+
+    Notes
+    -----
+    A pair on which myopic-MCES raises is logged (warning) and counted as 100, like an invalid prediction;
+    ``n_errors`` counts them (``evaluate_file`` reports it as ``mces_errors``).
     """
 
     def __init__(self, threshold: float = MCES_THRESHOLD, solver: str = MCES_SOLVER,
@@ -123,6 +129,7 @@ class MCESCache:
             self.solver_options["timeLimit"] = time_limit
         self._cache: dict[tuple[str, str], float] = {}
         self.n_computed = 0
+        self.n_errors = 0
         self.seconds = 0.0
 
     def __len__(self) -> int:
@@ -135,8 +142,18 @@ class MCESCache:
             from myopic_mces import MCES
 
             start = time.perf_counter()
-            # positional arguments: the keyword names changed between myopic-mces 1.0 and 1.3
-            result = MCES(true_smiles, pred_smiles, self.threshold, 0, self.solver, self.solver_options)
+            with warnings.catch_warnings():
+                # pulp >= 3.3 flags its bundled CBC as deprecated (a `cbc` binary via COIN_CMD is the future
+                # route); the bundled one is what evaluation.md prescribes and is faster here
+                warnings.filterwarnings("ignore", message="PULP_CBC_CMD is deprecated", category=DeprecationWarning)
+                # positional arguments: the keyword names changed between myopic-mces 1.0 and 1.3
+                try:
+                    result = MCES(true_smiles, pred_smiles, self.threshold, 0, self.solver, self.solver_options)
+                except Exception as err:  # noqa: BLE001 -- one odd molecule must not end a long evaluation
+                    logger.warning("MCES(%s, %s) failed (%s: %s); counted as %s (like an invalid prediction)",
+                                   true_smiles, pred_smiles, type(err).__name__, err, MCES_MISSING)
+                    result = (0, MCES_MISSING)
+                    self.n_errors += 1
             self.seconds += time.perf_counter() - start
             self.n_computed += 1
             distance = float(result[1])
@@ -552,7 +569,9 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
     result = aggregate(per, seconds)
     result.update(weights=weights, n_samples=None if weights == RANDOM_BASELINE else n_samples, steps=steps,
                   top_k=top_k, seed=seed, one_per_structure=one_per_structure, file=str(path),
-                  mces_seconds=mces.seconds if mces is not None else None)
+                  mces_seconds=mces.seconds if mces is not None else None,
+                  mces_solver=mces.solver if mces is not None else None,
+                  mces_errors=mces.n_errors if mces is not None else None)
     if weights != RANDOM_BASELINE:
         statuses = Counter(str(s.get("diffms_status")).split(":")[0] for s in annotated)
         result["status_counts"] = dict(statuses)

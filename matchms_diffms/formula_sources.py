@@ -352,10 +352,13 @@ _MULTI_ELEMENT_RULES = (
     ({"N": 6, "O": 6, "S": 6}, {"N": 19, "O": 14, "S": 8}),
 )
 
-# Plausibility penalties (in units of the mass-error term, see _plausibility_cost): rarer elements and
-# unusual compositions cost more. Tuned on the MassBank training fold (see tests/test_formula_sources.py for
-# the checked behaviour).
-_ELEMENT_PENALTY = {"N": 0.0, "O": 0.0, "P": 1.5, "S": 1.0, "F": 1.0, "Cl": 1.0, "Br": 1.5, "I": 2.0}
+# Ranking of decomposed formulas: cost = MASS_ERROR_WEIGHT * (error / tolerance)^2 + plausibility cost.
+# The weights were tuned on distinct (formula, adduct) pairs of the MassBank training fold, with the recorded
+# precursor m/z and with m/z recomputed from the formula plus 2 ppm Gaussian noise: top-1 / top-3 recovery of
+# the true CHNOPS formula 0.87 / 0.95 (recorded m/z) and 0.80 / 0.92 (2 ppm noise), against 0.89 / 0.95 and
+# 0.51 / 0.72 when ranking by mass error alone.
+MASS_ERROR_WEIGHT = 4.0
+_ELEMENT_PENALTY = {"N": 0.2, "O": 0.0, "P": 1.0, "S": 0.7, "F": 1.0, "Cl": 1.0, "Br": 1.5, "I": 2.0}
 
 
 def _parse_elements(spec) -> list[str]:
@@ -473,20 +476,24 @@ def _rule_mask(counts: np.ndarray, elements: list[str]) -> np.ndarray:
 
 
 def _plausibility_cost(counts: np.ndarray, elements: list[str]) -> np.ndarray:
-    """Chemistry-based cost of each row (lower = more typical for metabolites / drugs)."""
+    """Chemistry-based cost of each row of ``counts`` (K, E) (lower = more typical of metabolites and drugs).
+
+    Terms: a per-atom penalty for N, P, S and halogens; H/C outside 0.9..2.0; (N + O)/C above 0.6;
+    RDBE/C above 0.7 (very unsaturated).
+    """
     col = {el: counts[:, i].astype(np.float64) for i, el in enumerate(elements)}
+    zero = np.zeros(len(counts))
     c = col["C"]
     h = col["H"]
     cost = np.zeros(len(counts))
     for el, penalty in _ELEMENT_PENALTY.items():
-        if el in col:
-            cost += penalty * col[el]
-    # typical H/C of organic molecules lies in 0.8..2.2
+        cost += penalty * col.get(el, zero)
     hc = h / c
-    cost += 2.0 * np.maximum(0.0, 0.8 - hc) + 2.0 * np.maximum(0.0, hc - 2.2)
-    # heteroatom-rich compositions are rarer: (N + O) / C above 0.8
-    hetero = col.get("N", 0.0) + col.get("O", 0.0)
-    cost += 2.0 * np.maximum(0.0, hetero / c - 0.8)
+    cost += 4.0 * (np.maximum(0.0, 0.9 - hc) + np.maximum(0.0, hc - 2.0))
+    cost += 2.0 * np.maximum(0.0, (col.get("N", zero) + col.get("O", zero)) / c - 0.6)
+    halogens = sum(col.get(el, zero) for el in _HALOGENS)
+    rdbe = 1.0 + (2.0 * c + col.get("N", zero) + col.get("P", zero) - h - halogens) / 2.0
+    cost += 2.0 * np.maximum(0.0, rdbe / c - 0.7)
     return cost
 
 
@@ -497,8 +504,8 @@ def decompose_mass(target_mz: float, adduct: "Adduct | str", *, ppm: float = 5.0
 
     Enumerates heavy-atom counts element by element (C first, so that the element/C ratio bounds prune early),
     solves the hydrogen count from the remaining mass, keeps formulas within max(``ppm``, ``min_da``) of
-    ``target_mz`` that pass :func:`passes_golden_rules`, and ranks them by cost = (mass error / tolerance)^2 +
-    a chemical plausibility cost.
+    ``target_mz`` that pass :func:`passes_golden_rules`, and ranks them by cost = 4 (mass error / tolerance)^2
+    + a chemical plausibility cost (see ``MASS_ERROR_WEIGHT``).
 
     Parameters
     ----------
@@ -567,7 +574,7 @@ def decompose_mass(target_mz: float, adduct: "Adduct | str", *, ppm: float = 5.0
     if len(table) == 0:
         return []
     error_ppm = (total - target) / target_mz * 1e6
-    cost = ((total - target) / tol) ** 2 + _plausibility_cost(table, table_elements)
+    cost = MASS_ERROR_WEIGHT * ((total - target) / tol) ** 2 + _plausibility_cost(table, table_elements)
     order = np.lexsort((np.abs(error_ppm), cost))
     if max_results is not None:
         order = order[:max_results]

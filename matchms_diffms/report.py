@@ -126,7 +126,9 @@ def molecule_svg(smiles: str, size=MOL_SIZE) -> str | None:
     rdDepictor.SetPreferCoordGen(True)
     rdDepictor.Compute2DCoords(mol)
     drawer = rdMolDraw2D.MolDraw2DSVG(*size)
-    drawer.drawOptions().clearBackground = True
+    options = drawer.drawOptions()
+    options.clearBackground = True
+    options.maxFontSize = 18                          # small molecules would get huge labels
     rdMolDraw2D.PrepareAndDrawMolecule(drawer, mol)
     drawer.FinishDrawing()
     svg = drawer.GetDrawingText()

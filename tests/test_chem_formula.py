@@ -178,3 +178,16 @@ def test_immutable_and_picklable():
         f.foo = 1
     assert pickle.loads(pickle.dumps(f)) == f
     assert repr(f) == "Formula('C6H6')"
+
+
+def test_chem_package_has_no_torch_imports():
+    """matchms_diffms.chem is pure chemistry (RDKit + numpy): no torch import in any of its modules."""
+    import re
+    from pathlib import Path
+
+    import matchms_diffms.chem
+
+    files = sorted(Path(matchms_diffms.chem.__file__).parent.glob("*.py"))
+    assert len(files) >= 5
+    for path in files:
+        assert not re.search(r"^\s*(import|from)\s+torch\b", path.read_text(), re.M), path.name

@@ -61,7 +61,8 @@ class MoleculeError(ValueError):
 def _node_symbols(nodes, atom_decoder: Sequence[str]) -> list[str | None]:
     """Symbols per node; None for padded nodes."""
     out: list[str | None] = []
-    for k, node in enumerate(list(nodes)):
+    nodes = nodes.tolist() if hasattr(nodes, "tolist") else list(nodes)   # numpy arrays, tensors
+    for k, node in enumerate(nodes):
         if node is None:
             out.append(None)
         elif isinstance(node, str):
@@ -203,7 +204,10 @@ def _as_mol(mol_or_smiles) -> "Chem.Mol":
 
 def mol_to_inchi(mol) -> str:
     """Standard InChI of a (sanitized) molecule or SMILES; '' for the empty molecule."""
-    inchi = Chem.MolToInchi(_as_mol(mol))
+    mol = _as_mol(mol)
+    if mol.GetNumAtoms() == 0:
+        return ""                          # what RDKit returns too, without its "Empty structure" error log
+    inchi = Chem.MolToInchi(mol)
     if inchi is None:
         raise MoleculeError("RDKit could not compute an InChI")
     return inchi

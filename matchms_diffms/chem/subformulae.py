@@ -255,6 +255,8 @@ def assign_subformulae(mz, intensities, formula: "str | Formula", adduct: "str |
     if peak_mz.size == 0:
         return record
     present, counts = _enumerate_compact(vec, max_candidates)
+    logger.debug("subformulae of %s: %d peaks, %d candidates with RDBE >= 0", cand_form, peak_mz.size,
+                 counts.shape[0])
 
     # nearest candidate per peak, block by block; strict '<' keeps the first index on ties across blocks
     best_diff = np.full(peak_mz.size, np.inf)

@@ -139,6 +139,7 @@ def resume_config(saved: dict, requested: dict, explicit: Iterable[str]) -> dict
         Keys that the resuming invocation set explicitly (``--config`` or command line).
     """
     cfg = dict(saved)
+    cfg["stop_at"] = requested.get("stop_at")      # applies to one invocation only
     conflicts = []
     for key in explicit:
         if requested.get(key) == saved.get(key):
@@ -154,13 +155,21 @@ def resume_config(saved: dict, requested: dict, explicit: Iterable[str]) -> dict
 
 
 def build_model_config(overrides: dict, base=None):
-    """A ``DiffMSConfig`` for our own models: ``base`` (default: the dataclass defaults with real padding
-    masking, ``reference_padding=False``) updated with ``overrides`` (DiffMSConfig fields)."""
-    from ..model.config import DiffMSConfig
+    """A ``DiffMSConfig`` for our own models.
 
+    ``base`` (default: the dataclass defaults, i.e. the MSG architecture, with real padding masking
+    ``reference_padding=False``) updated with ``overrides`` (DiffMSConfig fields). An override
+    ``"preset": "tiny" | "canopus" | "msg"`` starts from that preset's sizes instead (still with
+    ``reference_padding=False`` unless the overrides say otherwise).
+    """
+    from ..model.config import DiffMSConfig, preset
+
+    overrides = dict(overrides or {})
+    if "preset" in overrides:
+        base = preset(overrides.pop("preset")).replace(reference_padding=False)
     if base is None:
         base = DiffMSConfig(reference_padding=False)
-    return DiffMSConfig.from_dict({**base.to_dict(), **(overrides or {})})
+    return DiffMSConfig.from_dict({**base.to_dict(), **overrides})
 
 
 # ------------------------------------------------------------------------------------------ distributed
@@ -303,17 +312,6 @@ def rank_seed(seed: int, rank: int, stream: int) -> int:
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """CPU generator that fixes the data order of one epoch (identical on every rank)."""
     return torch.Generator().manual_seed(rank_seed(seed, -1, 1000 + epoch))
-
-
-def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random split of ``range(n)`` into (train, held-out) with ``round(fraction * n)`` held out
-    (at least 1 when ``fraction > 0`` and n >= 2). Both index arrays are sorted."""
-    g = torch.Generator().manual_seed(rank_seed(seed, -1, 7))
-    perm = torch.randperm(n, generator=g).numpy()
-    k = int(round(fraction * n))
-    if fraction > 0 and n >= 2:
-        k = max(k, 1)
-    return np.sort(perm[k:]), np.sort(perm[:k])
 
 
 # ------------------------------------------------------------------------------------------ batching
@@ -677,6 +675,7 @@ def _fit(task: TrainTask, cfg: dict, run_dir: Path, resume: bool, dist: Dist) ->
         grad_norm = None
         if cfg.get("grad_clip"):
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"])))
+        lr_used = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
         step += 1
@@ -688,6 +687,7 @@ def _fit(task: TrainTask, cfg: dict, run_dir: Path, resume: bool, dist: Dist) ->
             raise FloatingPointError(f"{task.name}: the training loss became {batch_loss} at step {step}; "
                                      "lower --lr or set --grad-clip")
         window["loss"] += batch_loss
+        window["lr"] = lr_used
         window["n"] += 1
         for key, v in zip(extra, reduced[1:]):
             window["extra"][key] = window["extra"].get(key, 0.0) + v / len(batch)
@@ -700,7 +700,7 @@ def _fit(task: TrainTask, cfg: dict, run_dir: Path, resume: bool, dist: Dist) ->
         if step % max(1, int(cfg.get("log_every") or 1)) == 0 or final:
             now = time.perf_counter()
             rec = {"step": step, "epoch": step / steps_per_epoch, "loss": window["loss"] / window["n"],
-                   "lr": scheduler.get_last_lr()[0], "elapsed_s": round(elapsed(), 3),
+                   "lr": window["lr"], "elapsed_s": round(elapsed(), 3),
                    "s_per_step": round((now - last_log_time) / max(1, step - last_log_step), 4)}
             rec.update({k: v / window["n"] for k, v in window["extra"].items()})
             if cfg.get("grad_clip"):
@@ -737,7 +737,7 @@ def _fit(task: TrainTask, cfg: dict, run_dir: Path, resume: bool, dist: Dist) ->
         summary["weights"] = str(run_dir / "weights")
     log.write(summary)
     dist.barrier()
-    return summary
+    return {**summary, "rank": dist.rank}
 
 
 def _to_cpu(obj):

@@ -75,12 +75,13 @@ def featurize_smiles(smiles: str, atom_types: list[str], n_bits: int, radius: in
     Reasons: ``invalid_smiles``, ``multiple_fragments``, ``charged``, ``radical``, ``unsupported_element``,
     ``too_many_atoms``, ``too_few_atoms``, ``too_heavy``, ``unsupported_bond``.
     """
-    from rdkit import Chem
+    from rdkit import Chem, rdBase
     from rdkit.Chem import Descriptors
 
     from ..chem.molecules import MoleculeError, inchikey14, mol_to_graph, morgan_fingerprint
 
-    mol = Chem.MolFromSmiles(smiles) if smiles else None
+    with rdBase.BlockLogs():
+        mol = Chem.MolFromSmiles(smiles) if smiles else None
     if mol is None or mol.GetNumAtoms() == 0:
         return None, "invalid_smiles"
     if len(Chem.GetMolFrags(mol)) != 1:
@@ -264,33 +265,41 @@ def in_validation_split(ik14: str | bytes, fraction: float, seed: int) -> bool:
 
 
 def iter_input_smiles(cfg: dict) -> Iterator[tuple[str, str]]:
-    """(source, SMILES) of every input molecule, in file order: SMILES files, then MGF SMILES."""
+    """(source, SMILES) of every input molecule, in file order: SMILES files, then MGF SMILES.
+
+    Files whose names announce a validation/test fold are refused (``data.check_source``); MGF records go
+    through the fold guard (``data.load_training_set``).
+    """
     from . import data
 
     for path in cfg["smiles"]:
+        data.check_source(path, "train")
         for smi in data.read_smiles(path):
             yield str(path), smi
     for path in cfg["smiles_from_mgf"]:
-        data.check_training_input(path)
-        for rec in data.read_spectra(path):
+        for rec in data.load_training_set(path, fold="train", purpose="train"):
             if rec.smiles:
                 yield str(path), rec.smiles
 
 
 def excluded_ik14(paths: Iterable[str]) -> set[str]:
-    """First InChIKey blocks of every structure in the given MGF files (from INCHIKEY and from SMILES)."""
-    from rdkit import Chem
+    """First InChIKey blocks of every structure in the given spectra files (from INCHIKEY and from SMILES)."""
+    from rdkit import Chem, rdBase
 
     from . import data
     from ..chem.molecules import inchikey14
 
     keys: set[str] = set()
     for path in paths:
-        for rec in data.read_spectra(path):
+        smiles = set()
+        for rec in data.read_labelled(path):
             if rec.inchikey:
                 keys.add(rec.inchikey[:14])
             if rec.smiles:
-                mol = Chem.MolFromSmiles(rec.smiles)
+                smiles.add(rec.smiles)
+        with rdBase.BlockLogs():
+            for smi in smiles:
+                mol = Chem.MolFromSmiles(smi)
                 if mol is not None:
                     keys.add(inchikey14(mol))
     return keys
@@ -469,6 +478,8 @@ class DecoderTask(TrainTask):
         marg = self.train_set.edge_marginals()
         max_n = int(graphs.n_atoms.max())
         self.config = base.replace(edge_marginals=[round(m, 8) for m in marg], max_n_nodes=max_n)
+        if "name" not in cfg["model"]:
+            self.config = self.config.replace(name=run_dir.name)
         if dist.is_main:
             write_json(run_dir / "model_config.json", self.config.to_dict())
         self.data_summary = {**summary, "edge_marginals": self.config.edge_marginals, "max_n_nodes": max_n,

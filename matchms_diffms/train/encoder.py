@@ -353,6 +353,8 @@ class EncoderTask(TrainTask):
         self.cfg = cfg
         self.device = dist.device
         self.config = build_model_config(cfg["model"])
+        if "name" not in cfg["model"]:
+            self.config = self.config.replace(name=run_dir.name)
         atoms = list(self.config.atom_types) if cfg["decoder_vocab_only"] else list(ELEMENTS)
         vocab = VocabularyFilter(atom_types=atoms, adducts=list(self.config.adducts), max_n_nodes=10 ** 6)
         self.train_set, self.val_set, summary = spectra_dataset(cfg, self.config, run_dir, dist, "encoder",
@@ -382,8 +384,8 @@ class EncoderTask(TrainTask):
     def loss(self, indices, generator):
         out, target = self._forward(self.train_set, indices, generator, augment=True)
         losses = fingerprint_losses(out, target, float(self.cfg["iterative_weight"]))
-        return losses["total"].mean(), {"main_loss": float(losses["main"].mean()),
-                                        "iterative_loss": float(losses["iterative"].mean())}
+        return losses["total"].mean(), {"main_loss": float(losses["main"].detach().mean()),
+                                        "iterative_loss": float(losses["iterative"].detach().mean())}
 
     def validate(self, indices, generator):
         out, target = self._forward(self.val_set, indices, generator, augment=False)

@@ -1,0 +1,252 @@
+"""Tests of the evaluation harness (MassSpecGym de novo metrics, random baseline, evaluate_file, CLI)."""
+import json
+import sys
+import time
+import types
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from rdkit import Chem
+from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
+
+from matchms_diffms import evaluate as ev
+from matchms_diffms.chem.formula import Formula
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
+ASPIRIN_OTHER_WRITING = "OC(=O)c1ccccc1OC(C)=O"
+SALICYLIC = "O=C(O)c1ccccc1O"
+
+
+def _tanimoto_numpy(a, b):
+    """Tanimoto of Morgan r2/2048 bit vectors computed with numpy (independent of DataStructs)."""
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+    fa = gen.GetFingerprintAsNumPy(Chem.MolFromSmiles(a)).astype(bool)
+    fb = gen.GetFingerprintAsNumPy(Chem.MolFromSmiles(b)).astype(bool)
+    return (fa & fb).sum() / (fa | fb).sum()
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+def test_identical_molecule_gives_perfect_scores():
+    m = ev.spectrum_metrics(ASPIRIN, [ASPIRIN_OTHER_WRITING], mces=ev.MCESCache())
+    assert m["top1_accuracy"] == 1.0 and m["top10_accuracy"] == 1.0
+    assert m["top1_mces"] == 0.0 and m["top10_mces"] == 0.0
+    assert m["top1_tanimoto"] == 1.0 and m["top10_tanimoto"] == 1.0
+    assert (m["n_predictions"], m["n_valid"], m["n_formula_match"]) == (1, 1, 1)
+
+
+def test_different_molecule_mces_and_tanimoto():
+    m = ev.spectrum_metrics(ASPIRIN, [SALICYLIC], mces=ev.MCESCache())
+    assert m["top1_accuracy"] == 0.0
+    assert m["top1_mces"] == 4.0          # evaluation.md 1.4 sanity value
+    expected = _tanimoto_numpy(ASPIRIN, SALICYLIC)
+    assert 0 < expected < 1
+    assert m["top1_tanimoto"] == pytest.approx(expected, abs=1e-12)
+    assert m["n_formula_match"] == 0
+
+
+@pytest.mark.parametrize("predictions", [[], [None], ["not a smiles", None, ""]])
+def test_missing_or_invalid_predictions(predictions):
+    m = ev.spectrum_metrics(ASPIRIN, predictions, mces=ev.MCESCache())
+    for k in (1, 10):
+        assert m[f"top{k}_accuracy"] == 0.0
+        assert m[f"top{k}_mces"] == 100.0
+        assert m[f"top{k}_tanimoto"] == 0.0
+    assert m["n_valid"] == 0 and m["n_predictions"] == len(predictions)
+
+
+def test_rank_order_is_used_as_given():
+    preds = [SALICYLIC, None, ASPIRIN_OTHER_WRITING] + ["CCO"] * 10
+    m = ev.spectrum_metrics(ASPIRIN, preds, mces=ev.MCESCache())
+    assert m["top1_accuracy"] == 0.0 and m["top10_accuracy"] == 1.0
+    assert m["top1_mces"] == 4.0 and m["top10_mces"] == 0.0
+    assert m["top1_tanimoto"] < 1.0 and m["top10_tanimoto"] == 1.0
+    # the true molecule at rank 11 is outside the top 10
+    late = ["CCO"] * 10 + [ASPIRIN]
+    m = ev.spectrum_metrics(ASPIRIN, late, mces=None)
+    assert m["top10_accuracy"] == 0.0 and "top10_mces" not in m
+    assert m["n_valid"] == 11 and m["n_formula_match"] == 1
+
+
+def test_accuracy_uses_first_inchikey_block_only():
+    true = "N[C@@H](Cc1c[nH]c2ccccc12)C(=O)O"           # L-tryptophan
+    m = ev.spectrum_metrics(true, ["N[C@H](Cc1c[nH]c2ccccc12)C(=O)O"])  # D-tryptophan
+    assert m["top1_accuracy"] == 1.0
+
+
+def test_mces_minimum_is_capped_at_100():
+    cache = ev.MCESCache()
+    long_chain = "C" * 110
+    assert cache(long_chain, "c1ccccc1") > 100          # a lower bound above the threshold
+    m = ev.spectrum_metrics(long_chain, ["c1ccccc1"], mces=cache)
+    assert m["top1_mces"] == 100.0
+
+
+def test_mces_cache_computes_each_pair_once():
+    cache = ev.MCESCache()
+    ev.evaluate_predictions([ASPIRIN, ASPIRIN], [[SALICYLIC, SALICYLIC], [SALICYLIC]], mces=cache)
+    assert cache.n_computed == 1 and len(cache) == 1
+
+
+def test_true_smiles_must_parse():
+    with pytest.raises(ValueError, match="does not parse"):
+        ev.spectrum_metrics("C1CC", [ASPIRIN])
+
+
+def test_aggregate_means_and_pooled_ratios():
+    res = ev.evaluate_predictions([ASPIRIN, "CCO"], [[SALICYLIC, None, ASPIRIN, "xx"], []],
+                                  seconds_per_spectrum=2.5)
+    assert res["n_spectra"] == 2 and res["n_predictions"] == 4
+    assert res["top1_accuracy"] == 0.0 and res["top10_accuracy"] == 0.5
+    assert res["top1_mces"] == pytest.approx((4.0 + 100.0) / 2)
+    assert res["top10_mces"] == pytest.approx((0.0 + 100.0) / 2)
+    assert res["top10_tanimoto"] == pytest.approx(0.5)
+    assert res["top1_tanimoto"] == pytest.approx(_tanimoto_numpy(ASPIRIN, SALICYLIC) / 2)
+    assert res["validity"] == 0.5 and res["formula_match"] == 0.25 and res["num_valid_mols"] == 1.0
+    assert res["seconds_per_spectrum"] == 2.5
+    assert set(ev.METRIC_KEYS) <= set(res)
+
+
+def test_aggregate_of_nothing():
+    res = ev.aggregate([])
+    assert res["n_spectra"] == 0 and res["validity"] is None and res["top1_accuracy"] is None
+
+
+# ----------------------------------------------------------------------------------------------- baseline
+@pytest.mark.parametrize("formula", ["C6H6", "C8H10N4O2", "C9H11Cl3NO3PS", "C2H6O", "C20H25N3O",
+                                     "C2H7NO3S", "CH5O3P", "C12H6Br2I2", "C24H30N2O4"])
+def test_random_baseline_valid_exact_formula(formula):
+    smiles = ev.random_formula_baseline(formula, 10, seed=7)
+    assert len(smiles) == (2 if formula == "C2H6O" else 10)   # ethanol and dimethyl ether only
+    assert len(set(smiles)) == len(smiles)
+    for s in smiles:
+        mol = Chem.MolFromSmiles(s)
+        assert mol is not None
+        assert len(Chem.GetMolFrags(mol)) == 1
+        assert all(a.GetFormalCharge() == 0 and a.GetNumRadicalElectrons() == 0 for a in mol.GetAtoms())
+        assert Formula.parse(rdMolDescriptors.CalcMolFormula(mol)) == Formula.parse(formula)
+
+
+def test_random_baseline_deterministic():
+    a = ev.random_formula_baseline("C20H25N3O", 10, seed=3)
+    assert a == ev.random_formula_baseline("C20H25N3O", 10, seed=3)
+    assert a != ev.random_formula_baseline("C20H25N3O", 10, seed=4)
+
+
+def test_random_baseline_impossible_and_small_formulas():
+    assert ev.random_formula_baseline("CH3", 10, seed=0) == []       # odd electron count
+    assert ev.random_formula_baseline("C2H8", 10, seed=0) == []      # too many hydrogens
+    assert ev.random_formula_baseline("H2", 10, seed=0) == []        # no heavy atom
+    assert ev.random_formula_baseline("CH4", 10, seed=0) == ["C"]    # only one structure exists
+    assert sorted(ev.random_formula_baseline("C4H10", 10, seed=0)) == ["CC(C)C", "CCCC"]
+
+
+def test_random_baseline_is_fast():
+    start = time.perf_counter()
+    out = ev.random_formula_baseline("C24H30N2O4", 10, seed=1)       # 30 heavy atoms
+    elapsed = time.perf_counter() - start
+    assert len(out) == 10
+    assert elapsed < 1.0, f"{elapsed:.2f} s for 10 molecules (target < 0.5 s on an idle core)"
+
+
+# ----------------------------------------------------------------------------------------------- files / CLI
+def test_evaluate_file_random_baseline():
+    res = ev.evaluate_file(FIXTURES / "massbank_small.mgf", weights="random-formula", top_k=4, seed=0)
+    assert res["n_spectra"] == 3
+    assert res["validity"] == 1.0 and res["formula_match"] == 1.0
+    assert res["n_predictions"] == 12
+    assert 0 <= res["top10_tanimoto"] <= 1 and res["top10_mces"] > 0
+    assert res["top10_mces"] <= res["top1_mces"]
+    assert res["seconds_per_spectrum"] > 0
+    again = ev.evaluate_file(FIXTURES / "massbank_small.mgf", weights="random-formula", top_k=4, seed=0,
+                             compute_mces=False)
+    assert again["top10_tanimoto"] == res["top10_tanimoto"] and "top10_mces" not in again
+
+
+def _duplicated_mgf(tmp_path):
+    text = (FIXTURES / "massbank_small.mgf").read_text()
+    first = text.split("END IONS")[0] + "END IONS\n"
+    path = tmp_path / "dup.mgf"
+    path.write_text(first.replace("TS000001", "TS000009") + "\n" + text)
+    return path
+
+
+def test_evaluate_file_one_per_structure_and_limit(tmp_path):
+    path = _duplicated_mgf(tmp_path)
+    kw = dict(weights="random-formula", compute_mces=False)
+    assert ev.evaluate_file(path, **kw)["n_spectra"] == 3
+    assert ev.evaluate_file(path, one_per_structure=False, **kw)["n_spectra"] == 4
+    assert ev.evaluate_file(path, limit=2, **kw)["n_spectra"] == 2
+    kept = ev.load_labelled_spectra(path)
+    assert [s.get("spectrum_id") for s in kept] == ["MSBNK-Test-TS000009", "MSBNK-Test-TS000002",
+                                                   "MSBNK-Test-TS000003"]
+
+
+class _FakeAnnotator:
+    """Stands in for DiffMSAnnotator (contract: from_pretrained(...), annotate_many -> annotated clones)."""
+
+    calls = {}
+
+    def __init__(self, as_json):
+        self.as_json = as_json
+
+    @classmethod
+    def from_pretrained(cls, name_or_path="default", **kwargs):
+        cls.calls = dict(kwargs, name=name_or_path)
+        return cls(as_json=name_or_path == "json")
+
+    def annotate_many(self, spectra):
+        for s in spectra:
+            out = s.clone()
+            cands = [{"smiles": SALICYLIC, "score": 0.6}, {"smiles": s.get("smiles"), "score": 0.4}]
+            out.set("diffms_candidates", json.dumps(cands) if self.as_json else cands)
+            out.set("diffms_status", "ok")
+            yield out
+
+
+@pytest.mark.parametrize("name", ["list", "json"])
+def test_evaluate_file_reads_annotator_candidates(monkeypatch, name):
+    fake = types.ModuleType("matchms_diffms.annotator")
+    fake.DiffMSAnnotator = _FakeAnnotator
+    monkeypatch.setitem(sys.modules, "matchms_diffms.annotator", fake)
+    res = ev.evaluate_file(FIXTURES / "massbank_small.mgf", weights=name, n_samples=7, steps=3, top_k=5,
+                           seed=11, compute_mces=False)
+    assert _FakeAnnotator.calls == {"name": name, "n_samples": 7, "steps": 3, "top_k": 5, "seed": 11}
+    assert res["top1_accuracy"] == 0.0 and res["top10_accuracy"] == 1.0
+    assert res["validity"] == 1.0 and res["formula_match"] == 0.5
+    assert res["status_counts"] == {"ok": 3}
+
+
+def test_cli_evaluate_via_hook(tmp_path):
+    @click.group()
+    def cli():
+        pass
+
+    ev.diffms_register_commands(cli)
+    assert "evaluate" in cli.commands
+    out = tmp_path / "metrics.json"
+    result = CliRunner().invoke(cli, ["evaluate", str(FIXTURES / "massbank_small.mgf"), "--weights",
+                                      "random-formula", "-o", str(out), "--no-mces", "--limit", "2",
+                                      "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["n_spectra"] == 2 and data["seed"] == 5 and data["weights"] == "random-formula"
+    assert data["formula_match"] == 1.0 and "top1_accuracy" in data
+    assert np.isfinite(data["seconds_per_spectrum"])
+
+
+def test_mces_failure_is_counted_not_fatal(monkeypatch, caplog):
+    import myopic_mces
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("solver exploded")
+
+    monkeypatch.setattr(myopic_mces, "MCES", boom)
+    cache = ev.MCESCache()
+    with caplog.at_level("WARNING", logger="matchms.diffms"):
+        assert cache(ASPIRIN, SALICYLIC) == 100.0
+    assert cache.n_errors == 1 and "solver exploded" in caplog.text
