@@ -174,11 +174,11 @@ def mismatch_tolerance(mz: float) -> float:
 def _charge_stripped(text: str) -> tuple[str, bool]:
     """Remove ion notation (``[C6H13O6]+``, ``C6H13O6+``); returns (formula text, had_charge)."""
     s = "".join(text.split())
-    m = re.fullmatch(r"\[(.+)\](\d*[+-])?", s)
+    m = re.fullmatch(r"\[(.+)\](\d*[+-]+\d*)?", s)
     if m:
         return m.group(1), bool(m.group(2))
-    m = re.fullmatch(r"(.+?)(\d*[+-]+)", s)
-    if m and not m.group(1).endswith(("+", "-")):
+    m = re.fullmatch(r"(.*[A-Za-z0-9)])([+-]+\d*)", s)   # greedy: in "C8H11N4O2+" the 2 belongs to O
+    if m:
         return m.group(1), True
     return s, False
 

@@ -7,9 +7,12 @@ registered through the very same hooks:
   SIRIUS formula identifications, mass decomposition), registered as four plugins so that their order is
   visible and each can be blocked on its own;
 * ``matchms_diffms.writers``: the ``.mgf``, ``.msp``, ``.json`` and ``.tsv`` output writers;
-* ``matchms_diffms.weights``: named weights and the model loader (registered when importable);
-* every module of the package ``matchms_diffms.commands`` that implements ``diffms_register_commands``
-  (extra command-line commands).
+* ``matchms_diffms.weights``: named weights and the model loader;
+* ``matchms_diffms.report``, ``matchms_diffms.evaluate``, ``matchms_diffms.train.cli``: extra commands
+  (``diffms_register_commands``).
+
+The modules of the last two items are optional (:data:`OPTIONAL_BUILTIN_MODULES`): one that cannot be
+imported is skipped with a warning. A new built-in command module is added to that tuple.
 
 Third-party plugins are found through the entry-point group ``matchms_diffms``::
 
@@ -34,7 +37,6 @@ import importlib
 import importlib.metadata
 import logging
 import os
-import pkgutil
 import threading
 
 import pluggy
@@ -46,7 +48,13 @@ logger = logging.getLogger("matchms.diffms")
 PROJECT_NAME = "matchms_diffms"
 ENTRY_POINT_GROUP = "matchms_diffms"
 LOAD_PLUGINS_ENV = "MATCHMS_DIFFMS_LOAD_PLUGINS"
-COMMANDS_PACKAGE = "matchms_diffms.commands"
+# Built-in modules that implement hooks (weights, extra commands); registered when importable.
+OPTIONAL_BUILTIN_MODULES = (
+    "matchms_diffms.weights",
+    "matchms_diffms.report",
+    "matchms_diffms.evaluate",
+    "matchms_diffms.train.cli",
+)
 
 _PM: pluggy.PluginManager | None = None
 _LOCK = threading.RLock()
@@ -97,35 +105,30 @@ def _builtin_plugins() -> list[tuple[str, object]]:
 
     plugins = list(formula_sources.BUILTIN_PROVIDERS)
     plugins.append(("matchms_diffms.writers", writers))
-    weights = _import_optional("matchms_diffms.weights")
-    if weights is not None:
-        plugins.append(("matchms_diffms.weights", weights))
-    plugins.extend(_command_modules())
+    for module_name in OPTIONAL_BUILTIN_MODULES:
+        module = _import_optional(module_name)
+        if module is not None:
+            plugins.append((module_name, module))
     return plugins
 
 
 def _import_optional(module_name: str):
-    """Import ``module_name``; ``None`` only when that very module does not exist (other errors propagate)."""
+    """Import an optional built-in plugin module.
+
+    Returns ``None`` when the module does not exist, or (with a warning naming it) when importing it fails,
+    e.g. because an optional dependency of the training code is missing: the rest of matchms-diffms keeps
+    working.
+    """
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if err.name == module_name:
             return None
-        raise
-
-
-def _command_modules() -> list[tuple[str, object]]:
-    """Modules of the package ``matchms_diffms.commands`` (each may implement ``diffms_register_commands``)."""
-    package = _import_optional(COMMANDS_PACKAGE)
-    if package is None or not hasattr(package, "__path__"):
-        return []
-    found = []
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        name = f"{COMMANDS_PACKAGE}.{info.name}"
-        found.append((name, importlib.import_module(name)))
-    return found
+        logger.warning("built-in plugin %r is disabled: %s", module_name, err)
+    except Exception as err:  # a broken optional module must not disable the whole package
+        logger.warning("built-in plugin %r could not be imported and is disabled: %s: %s", module_name,
+                       type(err).__name__, err)
+    return None
 
 
 def _register_builtins(pm: pluggy.PluginManager) -> None:

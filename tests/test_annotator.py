@@ -259,6 +259,15 @@ def test_seeding_is_stable_and_batch_independent():
     assert f != a
 
 
+def test_annotate_many_is_lazy():
+    model = FakeModel()
+    it = make_annotator(model, batch_size=2).annotate_many(spectrum(title=f"s{i}") for i in range(5))
+    assert model.sampled == []
+    first = next(it)
+    assert first.get("diffms_status") == "ok" and len(model.sampled) == 1
+    assert len(list(it)) == 4
+
+
 def test_seed_none_is_drawn_and_recorded():
     ann = make_annotator(seed=None)
     assert isinstance(ann.seed, int)
@@ -344,6 +353,7 @@ def test_tiny_checkpoint_end_to_end(tiny_annotator_factory):
             assert CalcMolFormula(mol) == o.get("diffms_formula") == c["formula"]   # formula-exact
             assert 0.0 <= c["score"] <= 1.0
     assert outs[0].get("diffms_model").startswith("tiny_official.ckpt.gz@")
+    assert tiny_annotator_factory(top_k=2).model is ann.model                  # weights loaded once per process
     # deterministic: a second annotator, batch size and order changed
     again = [tiny_annotator_factory(batch_size=1).annotate(s) for s in reversed(spectra)][::-1]
     assert [o.get("diffms_candidates") for o in again] == [o.get("diffms_candidates") for o in outs]

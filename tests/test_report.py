@@ -153,3 +153,14 @@ def test_renders_in_headless_chromium(tmp_path):
     assert len(raw) > 0
     non_white = sum(1 for b in raw if b < 200)
     assert non_white > 5000
+
+
+def test_command_reads_json_with_list_candidates(tmp_path):
+    from matchms_diffms.writers import write_json
+
+    path = tmp_path / "annotated.json"
+    write_json([annotated_spectrum("a"), annotated_spectrum("b", cands=(("CCCO", 0.4),))], path)
+    result = CliRunner().invoke(report_command, [str(path), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "r.html").read_text()
+    assert text.count('class="candidate"') == 3 and "CCCO" in text

@@ -26,13 +26,12 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import re
-import tempfile
-from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
+
+from .._io import write_text_atomic
 
 logger = logging.getLogger("matchms.diffms")
 
@@ -188,20 +187,6 @@ def read_mzmine_mgf(path, merge_scans: bool = True) -> list:
 
 
 # ------------------------------------------------------------------------------------------------ writing
-def _write_atomic(path, write) -> None:
-    """Call ``write(fh)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _number(value) -> float | None:
     try:
         out = float(value)
@@ -288,7 +273,7 @@ def write_local_db_csv(spectra, path, separator: str = ",") -> int:
         writer.writeheader()
         writer.writerows(rows)
 
-    _write_atomic(path, write)
+    write_text_atomic(path, write)
     return len(rows)
 
 
@@ -370,7 +355,7 @@ def write_gnps_graphml(spectra, path) -> int:
             fh.write("    </node>\n")
         fh.write("  </graph>\n</graphml>\n")
 
-    _write_atomic(path, write)
+    write_text_atomic(path, write)
     return len(nodes)
 
 

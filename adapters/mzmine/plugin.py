@@ -13,14 +13,13 @@ Local compound database CSV, ``.graphml`` the GNPS-style graphml.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import click
 
 from matchms_diffms.hookspecs import hookimpl
 
+from .._io import write_file_atomic
 from .fbmn import read_mzmine_mgf, write_gnps_graphml, write_local_db_csv
 
 logger = logging.getLogger("matchms.diffms")
@@ -32,25 +31,14 @@ def save_spectra_atomic(spectra, path) -> None:
     """Save matchms spectra as ``.mgf``, ``.msp`` or ``.json`` (chosen by extension) via a temporary file."""
     from matchms.exporting import save_as_json, save_as_mgf, save_as_msp
 
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".mgf", ".msp", ".json"):
+    suffix = Path(path).suffix.lower()
+    spectra = list(spectra)
+    savers = {".mgf": lambda tmp: save_as_mgf(spectra, tmp, file_mode="w"),
+              ".msp": lambda tmp: save_as_msp(spectra, tmp, mode="w"),
+              ".json": lambda tmp: save_as_json(spectra, tmp)}
+    if suffix not in savers:
         raise click.BadParameter(f"{path}: use .mgf, .msp or .json", param_hint="-o/--output")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=suffix)
-    os.close(fd)
-    os.remove(tmp)                                     # matchms writers append or refuse existing files
-    try:
-        if suffix == ".mgf":
-            save_as_mgf(list(spectra), tmp, file_mode="w")
-        elif suffix == ".msp":
-            save_as_msp(list(spectra), tmp, mode="w")
-        else:
-            save_as_json(list(spectra), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_file_atomic(path, savers[suffix], suffix=suffix)
 
 
 def load_annotated(path) -> list:

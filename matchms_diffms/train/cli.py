@@ -157,6 +157,7 @@ def decoder_cmd(**options):
 @click.option("--max-spectra", type=int, help="Use only the first N usable training spectra.")
 @click.option("--augment-prob", type=float, help="Probability to augment a spectrum (default 0).")
 @click.option("--iterative-weight", type=float, help="Weight of the fingerprint-growing losses (0.4).")
+@click.option("--bucket", type=click.Choice(["none", "sorted"]), help="Token-count bucketing of batches.")
 @click.option("--decoder-vocab-only/--all-elements", default=None,
               help="Train only on molecules made of the decoder's atom types.")
 def encoder_cmd(**options):

@@ -316,7 +316,8 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 # ------------------------------------------------------------------------------------------ batching
 def make_batches(n_items: int, batch_size: int, seed: int, epoch: int, sizes: np.ndarray | None = None,
-                 bucket: str = "none", world_size: int = 1) -> list[list[int]]:
+                 bucket: str = "none", world_size: int = 1, secondary: np.ndarray | None = None,
+                 chunk_batches: int = 8) -> list[list[int]]:
     """The global batches of one epoch (a pure function of its arguments).
 
     Parameters
@@ -324,12 +325,13 @@ def make_batches(n_items: int, batch_size: int, seed: int, epoch: int, sizes: np
     n_items
         Number of training items.
     batch_size
-        Global batch size. Batches are full; the last partial batch is dropped when ``n_items >=
-        batch_size`` (as ``drop_last``), else the epoch is one batch of all items.
+        Global batch size. Batches are full: ``n_items % batch_size`` items, a fresh random subset every
+        epoch, sit the epoch out (as ``drop_last``); with fewer items than ``batch_size`` the epoch is one
+        batch of all items.
     seed, epoch
         Fix the random order.
     sizes
-        Size of every item (heavy atoms), needed for ``bucket="sorted"``.
+        Size of every item (heavy atoms, tokens), needed for ``bucket="sorted"``.
     bucket
         ``"none"``: random batches. ``"sorted"``: items are sorted by size (random order within a size),
         cut into consecutive batches, and the batches are shuffled -- a batch then holds one or two
@@ -337,21 +339,30 @@ def make_batches(n_items: int, batch_size: int, seed: int, epoch: int, sizes: np
         dependent decoder features equal to those of padding-free inference.
     world_size
         Batches must hold at least one item per rank.
+    secondary, chunk_batches
+        Optional second size (e.g. the token count of a spectrum whose graph size is ``sizes``): the
+        size-sorted items are cut into chunks of ``chunk_batches`` batches and sorted by ``secondary``
+        within each chunk, so a batch is tight in both sizes (its ``sizes`` range is that of its chunk).
     """
     if n_items < world_size:
         raise ValueError(f"{n_items} training items cannot be shared by {world_size} ranks")
+    bs = min(int(batch_size), n_items)
+    if bs < world_size:
+        raise ValueError(f"batch size {batch_size} is smaller than the number of ranks {world_size}")
     g = epoch_generator(seed, epoch)
     perm = torch.randperm(n_items, generator=g).numpy()
+    n_batches = n_items // bs
+    perm = perm[:n_batches * bs]              # the dropped remainder is a random subset, whatever the sizes
     if bucket == "sorted":
         if sizes is None:
             raise ValueError("bucket='sorted' needs item sizes")
         perm = perm[np.argsort(np.asarray(sizes)[perm], kind="stable")]
+        if secondary is not None:
+            chunk = max(1, int(chunk_batches)) * bs
+            perm = np.concatenate([c[np.argsort(np.asarray(secondary)[c], kind="stable")]
+                                   for c in np.split(perm, np.arange(chunk, len(perm), chunk))])
     elif bucket != "none":
         raise ValueError(f"unknown bucketing {bucket!r}: use none or sorted")
-    bs = min(int(batch_size), n_items)
-    if bs < world_size:
-        raise ValueError(f"batch size {batch_size} is smaller than the number of ranks {world_size}")
-    n_batches = n_items // bs
     batches = [perm[i * bs:(i + 1) * bs].tolist() for i in range(n_batches)]
     if bucket == "sorted":
         order = torch.randperm(len(batches), generator=g).tolist()

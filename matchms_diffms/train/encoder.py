@@ -67,6 +67,8 @@ DEFAULTS = {
     "augment_prob": 0.0,
     "remove_prob": 0.5,
     "inten_prob": 0.1,
+    "bucket": "sorted",         # none | sorted: batches of spectra with similar token counts (padding is
+                                # masked exactly, so this only saves time: the pairwise features cost N^2)
     "workers": 1,               # processes for the subformula annotation
     "cache_dir": None,          # default RUN_DIR/cache
 }
@@ -225,16 +227,33 @@ def featurize_records(records, config: DiffMSConfig, cache_dir: Path, ppm: float
     return out
 
 
-def load_spectra(paths, purpose: str, split_file=None) -> list:
-    """Labelled spectra of several sources through the fold guard (train fold for ``purpose="train"``,
-    val fold for ``purpose="validation"``)."""
+def load_spectra(paths, purpose: str, split_file=None) -> tuple[list, Counter]:
+    """Labelled spectra of several sources through the fold guard.
+
+    ``purpose="train"`` keeps records of the train fold (or without a fold), ``"validation"`` those of the
+    val fold; records of other folds (a MassSpecGym TSV holds all folds) are left out and counted. A file
+    whose name announces a val/test fold is refused for training, and so is a source that holds no record
+    of the wanted fold.
+    """
     from . import data
 
-    fold = "train" if purpose == "train" else "val"
-    records = []
+    wanted = "train" if purpose == "train" else "val"
+    records, left_out = [], Counter()
     for path in paths:
-        records.extend(data.load_training_set(path, fold=fold, split_file=split_file, purpose=purpose))
-    return records
+        data.check_source(path, purpose)
+        found = Counter()
+        for rec in data.read_labelled(path, split_file=split_file):
+            if rec.fold is None or rec.fold == wanted:
+                records.append(rec)
+                found[wanted] += 1
+            else:
+                left_out[rec.fold] += 1
+                found[rec.fold] += 1
+        if not found.get(wanted):
+            raise data.FoldLeakageError(f"refusing to use {path} for {purpose}: it holds no {wanted}-fold "
+                                        f"spectra (folds found: {dict(found) or 'none'})")
+    records = list(data.guard_records(records, purpose))
+    return records, left_out
 
 
 def spectra_dataset(cfg: dict, config: DiffMSConfig, run_dir: Path, dist: Dist, kind: str, with_graphs: bool,
@@ -266,8 +285,10 @@ def spectra_dataset(cfg: dict, config: DiffMSConfig, run_dir: Path, dist: Dist, 
         for split, paths, purpose in (("train", cfg["train"], "train"), ("val", cfg["val"], "validation")):
             if not paths:
                 continue
-            records = load_spectra(paths, purpose, cfg.get("split_file"))
+            records, left_out = load_spectra(paths, purpose, cfg.get("split_file"))
             kept, dropped = data.filter_for_model(records, vocab)
+            if not kept:
+                raise ValueError(f"no usable {split} spectrum in {paths} (dropped: {dict(dropped)})")
             limit = cfg.get("max_spectra") if split == "train" else None
             if limit is not None:
                 kept = kept[:int(limit)]            # quick runs: annotate only what is used
@@ -279,6 +300,7 @@ def spectra_dataset(cfg: dict, config: DiffMSConfig, run_dir: Path, dist: Dist, 
                 raise ValueError(f"no usable {split} spectrum in {paths} (skipped: {dict(skipped)})")
             arrays.update(sset.arrays(prefix=f"{split}_"))
             summary[split] = {"files": [str(p) for p in paths], "read": len(records), "used": len(sset),
+                              "other_folds_left_out": dict(left_out),
                               "skipped": dict(skipped), "cls_only": sset.n_cls_only}
             logger.info("%s %s spectra: %d used of %d read; skipped %s", kind, split, len(sset), len(records),
                         dict(skipped))
@@ -369,6 +391,7 @@ class EncoderTask(TrainTask):
 
     def batches(self, epoch, cfg, dist):
         return make_batches(self.n_train, int(cfg["batch_size"]), int(cfg["seed"]), epoch,
+                            sizes=np.diff(self.train_set.offsets), bucket=cfg["bucket"],
                             world_size=dist.world_size)
 
     def _forward(self, sset: SpectrumSet, idx, generator, augment: bool):

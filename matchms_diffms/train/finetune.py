@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..model.config import DiffMSConfig
@@ -48,7 +49,7 @@ DEFAULTS = {
     "ppm_tol": 20.0,
     "max_spectra": None,
     "edge_marginals": "decoder",  # decoder | data
-    "bucket": "sorted",
+    "bucket": "sorted",         # batches tight in graph size, then in token count (common.make_batches)
     "workers": 1,
     "cache_dir": None,
 }
@@ -149,7 +150,8 @@ class FinetuneTask(TrainTask):
 
     def batches(self, epoch, cfg, dist):
         return make_batches(self.n_train, int(cfg["batch_size"]), int(cfg["seed"]), epoch,
-                            sizes=self.train_set.graphs.n_atoms, bucket=cfg["bucket"], world_size=dist.world_size)
+                            sizes=self.train_set.graphs.n_atoms, bucket=cfg["bucket"], world_size=dist.world_size,
+                            secondary=np.diff(self.train_set.offsets))
 
     def _loss(self, sset: SpectrumSet, idx, generator, reduction="mean"):
         from ..model.tokens import collate

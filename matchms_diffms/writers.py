@@ -1,0 +1,270 @@
+"""Built-in output writers: ``.mgf``, ``.msp``, ``.json`` (matchms exporters) and ``.tsv`` (candidate table).
+
+Every writer has the signature ``writer(spectra, path)`` and writes atomically: the content goes to a
+temporary file in the destination folder, is flushed to disk (fsync) and then renamed over ``path``
+(``os.replace``), so a reader never sees a half-written file and an interrupted run leaves the previous file
+intact. Any operating-system error (disk full, permission denied, missing folder) is raised as
+:class:`OutputError` naming the path.
+
+How DiffMS metadata survives the formats (matchms 0.33):
+
+* JSON keeps Python types: ``diffms_candidates`` is a real list of dicts, scores are floats.
+* MGF and MSP store every value as text. Lists and dicts (``diffms_candidates``) are written as compact
+  JSON strings (``[{"smiles":"CCO",...}]``), newlines in text values are replaced by spaces, ``None`` values
+  are left out, numpy scalars become Python numbers. After re-import the values are strings; use
+  :func:`matchms_diffms.annotator.read_annotation` (or :func:`decode_candidates`) to get the original types
+  back.
+* TSV: one row per spectrum and candidate rank with the columns :data:`TSV_COLUMNS`; a spectrum without
+  candidates gets one row with an empty rank and its status.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .formula_sources import spectrum_id
+from .hookspecs import hookimpl
+
+logger = logging.getLogger("matchms.diffms")
+
+__all__ = [
+    "OutputError",
+    "TSV_COLUMNS",
+    "atomic_write",
+    "write_mgf",
+    "write_msp",
+    "write_json",
+    "write_tsv",
+    "decode_candidates",
+    "tsv_rows",
+    "WRITERS",
+]
+
+TSV_COLUMNS = ("spectrum_id", "rank", "smiles", "inchikey", "formula", "score", "count", "status",
+               "formula_source", "adduct", "model")
+
+# Metadata values that are lists of dicts (JSON strings in MGF / MSP, real lists in JSON).
+_JSON_KEYS = ("diffms_candidates",)
+
+
+class OutputError(Exception):
+    """An output file cannot be written; the message names the path and the reason."""
+
+
+# ------------------------------------------------------------------------------------------ atomic writing
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path, write_tmp) -> Path:
+    """Write ``path`` atomically: ``write_tmp(tmp_path: str)`` fills a temporary file in the same folder,
+    which is then fsynced and renamed over ``path``.
+
+    The temporary file keeps the extension of ``path`` (some matchms exporters look at it). On any error the
+    temporary file is removed and ``path`` is left as it was.
+
+    Raises
+    ------
+    OutputError
+        For any ``OSError`` (disk full, permission denied, missing folder, ...).
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {path}: folder {folder} does not exist")
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=folder)
+        os.close(fd)
+        write_tmp(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        mode = (path.stat().st_mode & 0o7777) if path.exists() else (0o666 & ~_umask())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_folder(folder)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise OutputError(f"cannot write {path}: {reason}") from err
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Persist the rename (POSIX); file systems without directory fsync are logged, not fatal."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as err:
+        logger.debug("cannot open folder %s for fsync: %s", folder, err)
+        return
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        logger.debug("fsync of folder %s not supported: %s", folder, err)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------ metadata coding
+def _plain(value):
+    """numpy scalars / arrays and tuples -> plain Python values (recursively)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _as_text_value(value):
+    """A metadata value as MGF/MSP can hold it (None -> leave the key out)."""
+    value = _plain(value)
+    if value is None:
+        return None
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if isinstance(value, str):
+        return value.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    return value
+
+
+def _text_safe_clone(spectrum):
+    """Clone with metadata converted for MGF / MSP export."""
+    out = spectrum.clone()
+    metadata = {}
+    for key, value in spectrum.metadata.items():
+        if key == "fingerprint":
+            metadata[key] = value
+            continue
+        text = _as_text_value(value)
+        if text is not None:
+            metadata[key] = text
+    out.metadata = metadata
+    return out
+
+
+def _json_safe_clone(spectrum):
+    """Clone with numpy values made plain and ``diffms_candidates`` stored as a list."""
+    out = spectrum.clone()
+    metadata = {}
+    for key, value in spectrum.metadata.items():
+        if key == "fingerprint":
+            metadata[key] = value
+            continue
+        if key in _JSON_KEYS and isinstance(value, str):
+            value = decode_candidates(value)
+        metadata[key] = _plain(value)
+    out.metadata = metadata
+    return out
+
+
+def decode_candidates(value) -> list[dict]:
+    """``diffms_candidates`` as a list of dicts, whether stored as a list, a JSON string or a Python repr
+    (delegates to :func:`matchms_diffms.annotator.read_candidates`, the one reader of that format)."""
+    from .annotator import read_candidates
+
+    return read_candidates(value)
+
+
+# ------------------------------------------------------------------------------------------ writers
+def write_mgf(spectra, path) -> Path:
+    """Write spectra as MGF (matchms ``save_as_mgf``, export style ``matchms``), atomically."""
+    from matchms.exporting import save_as_mgf
+
+    clones = [_text_safe_clone(s) for s in spectra]
+    return atomic_write(path, lambda tmp: save_as_mgf(clones, tmp, export_style="matchms", file_mode="w"))
+
+
+def write_msp(spectra, path) -> Path:
+    """Write spectra as MSP (matchms ``save_as_msp``, style ``matchms``), atomically."""
+    from matchms.exporting import save_as_msp
+
+    clones = [_text_safe_clone(s) for s in spectra]
+    return atomic_write(path, lambda tmp: save_as_msp(clones, str(tmp), mode="w", style="matchms"))
+
+
+def write_json(spectra, path) -> Path:
+    """Write spectra as matchms JSON (``save_as_json``), atomically; lists stay lists."""
+    from matchms.exporting import save_as_json
+
+    clones = [_json_safe_clone(s) for s in spectra]
+    return atomic_write(path, lambda tmp: save_as_json(clones, tmp, export_style="matchms"))
+
+
+def _cell(value) -> str:
+    value = _plain(value)
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def tsv_rows(spectra) -> list[dict]:
+    """The rows of the candidate table (one per spectrum and rank), as dicts keyed by :data:`TSV_COLUMNS`."""
+    rows = []
+    for index, spectrum in enumerate(spectra):
+        meta = spectrum.metadata
+        sid = spectrum_id(spectrum)
+        base = {
+            "spectrum_id": sid if sid is not None else str(index),
+            "formula": meta.get("diffms_formula"),
+            "status": meta.get("diffms_status"),
+            "formula_source": meta.get("diffms_formula_source"),
+            "adduct": meta.get("diffms_adduct"),
+            "model": meta.get("diffms_model"),
+        }
+        candidates = decode_candidates(meta.get("diffms_candidates"))
+        if not candidates:
+            rows.append({**base, "rank": None})
+            continue
+        for rank, cand in enumerate(candidates, start=1):
+            row = dict(base)
+            row.update(rank=rank, smiles=cand.get("smiles"), inchikey=cand.get("inchikey"),
+                       score=cand.get("score"), count=cand.get("count"))
+            for key in ("formula", "formula_source", "adduct"):
+                if cand.get(key) not in (None, ""):
+                    row[key] = cand[key]
+            rows.append(row)
+    return rows
+
+
+def write_tsv(spectra, path) -> Path:
+    """Write the candidate table (columns :data:`TSV_COLUMNS`, tab separated, UTF-8), atomically."""
+    rows = tsv_rows(spectra)
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
+            writer.writerow(TSV_COLUMNS)
+            for row in rows:
+                writer.writerow([_cell(row.get(col)) for col in TSV_COLUMNS])
+
+    return atomic_write(path, write)
+
+
+WRITERS = {".mgf": write_mgf, ".msp": write_msp, ".json": write_json, ".tsv": write_tsv}
+
+
+@hookimpl
+def diffms_output_writers():
+    return dict(WRITERS)
