@@ -244,11 +244,14 @@ class DiffMSAnnotator:
         Extra run-wide information for the formula providers (e.g. ``{"sirius_formulas": {...}}``).
     calibration
         Score calibration (default: ``calibration.json`` beside the weights, else identity).
+    subformula_ppm
+        Tolerance of the subformula assignment of peaks (20 ppm, as DiffMS's data preparation).
     """
 
     def __init__(self, model, info: dict, *, n_samples: int = 100, steps: int | None = None, top_k: int = 10,
                  seed: int | None = None, max_formulas: int = 3, batch_size: int = 16,
-                 formula_context: dict | None = None, calibration: Calibration | None = None):
+                 formula_context: dict | None = None, calibration: Calibration | None = None,
+                 subformula_ppm: float = SUBFORMULA_PPM):
         if n_samples < 1 or top_k < 1 or max_formulas < 1 or batch_size < 1:
             raise ValueError("n_samples, top_k, max_formulas and batch_size must be >= 1")
         if steps is not None and not 1 <= steps <= model.config.diffusion_steps:
@@ -262,6 +265,7 @@ class DiffMSAnnotator:
         self.seed = int(seed) if seed is not None else secrets.randbits(31)
         self.max_formulas = int(max_formulas)
         self.batch_size = int(batch_size)
+        self.subformula_ppm = float(subformula_ppm)
         self.formula_context = dict(formula_context or {})
         self.calibration = calibration if calibration is not None else Calibration.for_weights(info.get("path"))
         self.model_id = f"{self.info.get('name', 'unknown')}@{str(self.info.get('sha256', ''))[:12]}"
@@ -412,7 +416,7 @@ class DiffMSAnnotator:
                                             calibration=self.calibration, n_valid=len(valid))
             if result.annotated_peaks == 0:
                 result.status = (f"no_annotated_peaks: no peak matched a subformula of {cand.formula.hill()} "
-                                 f"within {SUBFORMULA_PPM:g} ppm; only the precursor formula was encoded")
+                                 f"within {self.subformula_ppm:g} ppm; only the precursor formula was encoded")
         except Skip as skip:
             result.status = skip.status
         return result
@@ -465,7 +469,7 @@ class DiffMSAnnotator:
             parent = precursor_mz(cand.formula, cand.adduct)
         name = self._adduct_slot(cand.adduct)
         return assign_subformulae(spectrum.peaks.mz, spectrum.peaks.intensities, cand.formula, name, parent,
-                                  ppm_tol=SUBFORMULA_PPM)
+                                  ppm_tol=self.subformula_ppm)
 
     @torch.no_grad()
     def _encode(self, annotation: dict):

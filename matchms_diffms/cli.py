@@ -246,9 +246,11 @@ def _annotate(*, input_path: Path, output_path: Path, weights, samples, steps, t
 
     try:
         writer(annotated, output_path)
-    except OutputError as err:
-        raise RunError(f"{err} (the results are kept in {checkpoint_path}; fix the problem and rerun with "
-                       "--resume)") from None
+    except (OutputError, OSError) as err:
+        message = str(err) if isinstance(err, OutputError) else f"cannot write {output_path}: {err.strerror or err}"
+        if checkpoint_path.exists():
+            message += f" (the results are kept in {checkpoint_path}; fix the problem and rerun with --resume)"
+        raise RunError(message) from None
     if checkpoint_path.exists():
         checkpoint_path.unlink()
     counts = Counter(_status_code(s.get("diffms_status")) for s in annotated)
@@ -546,16 +548,22 @@ def _jsonable(value):
 def metadata_changes(original, annotated) -> dict:
     """What the annotator changed: ``{"metadata": {added or changed keys: JSON-ready values},
     "removed": [keys it dropped]}`` (it drops stale diffms_* results of an earlier run)."""
+    import numpy as np
+
     before = original.metadata
     after = annotated.metadata
     changed = {}
     for key, value in after.items():
         if key in before:
-            try:
-                same = bool(before[key] == value)
-            except (ValueError, TypeError):   # arrays compare element-wise
-                same = False
-            if same and type(before[key]) is type(value):
+            old = before[key]
+            if isinstance(old, np.ndarray) or isinstance(value, np.ndarray):
+                same = isinstance(old, np.ndarray) and isinstance(value, np.ndarray) and np.array_equal(old, value)
+            else:
+                try:
+                    same = bool(old == value) and type(old) is type(value)
+                except (ValueError, TypeError):
+                    same = False
+            if same:
                 continue
         changed[key] = _jsonable(value)
     return {"metadata": changed, "removed": sorted(k for k in before if k not in after)}

@@ -190,7 +190,8 @@ def formula_candidates(spectrum, context: dict | None = None) -> list:
     matchms_diffms.chem.FormulaError, matchms_diffms.chem.UnsupportedAdductError
         When the spectrum's own metadata holds a formula or adduct that cannot be used (the annotator turns
         these into the statuses ``invalid_formula`` / ``unsupported_adduct``); providers raise rather than
-        silently falling back to a guessed formula.
+        silently falling back to a guessed formula. Any other exception of a provider propagates as well
+        (the annotator records it as status ``error``).
     """
     context = {} if context is None else context
     hook = get_plugin_manager().hook.diffms_formula_candidates

@@ -169,10 +169,20 @@ def _json_safe_clone(spectrum):
             metadata[key] = value
             continue
         if key in _JSON_KEYS and isinstance(value, str):
-            value = decode_candidates(value)
+            value = _decoded_or_kept(value, spectrum)
         metadata[key] = _plain(value)
     out.metadata = metadata
     return out
+
+
+def _decoded_or_kept(value: str, spectrum):
+    """Decode a ``diffms_candidates`` string for JSON output; an unreadable one is kept as text (warned)."""
+    try:
+        return decode_candidates(value)
+    except (ValueError, SyntaxError) as err:
+        logger.warning("spectrum %s: diffms_candidates is not a list (%s); written unchanged",
+                       spectrum_id(spectrum), err)
+        return value
 
 
 def decode_candidates(value) -> list[dict]:
@@ -233,7 +243,12 @@ def tsv_rows(spectra) -> list[dict]:
             "adduct": meta.get("diffms_adduct"),
             "model": meta.get("diffms_model"),
         }
-        candidates = decode_candidates(meta.get("diffms_candidates"))
+        try:
+            candidates = decode_candidates(meta.get("diffms_candidates"))
+        except (ValueError, SyntaxError) as err:
+            logger.warning("spectrum %s: diffms_candidates cannot be read (%s); no candidate rows written",
+                           base["spectrum_id"], err)
+            candidates = []
         if not candidates:
             rows.append({**base, "rank": None})
             continue

@@ -215,7 +215,8 @@ def test_fbmn_route_end_to_end(conformance_dir, tmp_path):
     db = tmp_path / "db.csv"
     assert CliRunner().invoke(cli_group(), ["mzmine-export", str(mgf), "-o", str(db)]).exit_code == 0
     rows = read_csv(db)
-    expected = [(s.get("feature_id"), c["smiles"]) for s in results for c in read_candidates(s.get("diffms_candidates"))]
+    expected = [(s.get("feature_id"), c["smiles"])
+                for s in results for c in read_candidates(s.get("diffms_candidates"))]
     assert expected, "the tiny model produced no candidate for ethanol at 64 x 10"
     assert [(r["internal_id"], r["smiles"]) for r in rows] == expected
     for r in rows:

@@ -275,6 +275,8 @@ def test_choose_weights(tmp_path, monkeypatch):
     assert weights == "default" and "MZmine's default location" in note
     with pytest.raises(FileNotFoundError):
         runner.choose_weights(str(tmp_path / "elsewhere" / "diffms_msg.ckpt"))
+    member = f"{ckpt}::diffms_msg.ckpt"                                          # archive::member syntax
+    assert runner.choose_weights(member) == (member, None)
     assert runner.choose_weights("default") == ("default", None)
     assert runner.choose_weights(None)[0] == "default"
     monkeypatch.setenv(runner.ENV_WEIGHTS, "my_weights")

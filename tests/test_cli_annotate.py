@@ -272,6 +272,25 @@ def test_malformed_json_records_are_skipped(fake, tmp_path):
     assert [s.get("title") for s in load_from_json(str(tmp_path / "out.json"))] == ["ok"]
 
 
+def test_malformed_msp_records_are_skipped(fake, tmp_path):
+    good = "NAME: {name}\nPRECURSORMZ: 47.04914\nFORMULA: C2H6O\nNum Peaks: 2\n29.03858\t100\n31.01784\t35\n"
+    bad = "NAME: broken\nPRECURSORMZ: 47.0\nNum Peaks: 2\n29.0\tabc\n31.0 x y z\n"
+    path = tmp_path / "in.msp"
+    path.write_text("\n".join([good.format(name="first"), bad, good.format(name="last")]) + "\n")
+    result = annotate(path, tmp_path / "out.mgf")
+    assert result.exit_code == 0, result.output
+    assert "record 2 skipped" in result.stderr
+    assert [s.get("compound_name") for s in load_from_mgf(str(tmp_path / "out.mgf"))] == ["first", "last"]
+
+
+def test_mzml_without_pyteomics_is_a_clear_error(fake, tmp_path, monkeypatch):
+    path = tmp_path / "run.mzML"
+    path.write_text("<mzML/>")
+    monkeypatch.setitem(sys.modules, "pyteomics", None)          # "import pyteomics" now fails
+    line = one_line_error(annotate(path, tmp_path / "out.mgf"))
+    assert "pyteomics and lxml" in line and "pip install" in line
+
+
 def test_bad_output_and_options(fake, mgf, tmp_path):
     assert "unknown output format '.xyz'" in one_line_error(annotate(mgf, tmp_path / "out.xyz"))
     assert "is the INPUT file" in one_line_error(annotate(mgf, mgf))

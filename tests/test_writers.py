@@ -145,6 +145,18 @@ def test_tsv_rows_accepts_lists_and_repr_strings():
     assert as_list == as_repr == tsv_rows([annotated()])
 
 
+def test_unreadable_candidates_are_reported_not_fatal(tmp_path, caplog):
+    s = annotated(diffms_candidates="{broken")
+    with caplog.at_level("WARNING", logger="matchms.diffms"):
+        write_json([s], tmp_path / "x.json")
+        write_tsv([s], tmp_path / "x.tsv")
+    [back] = load_from_json(str(tmp_path / "x.json"))
+    assert back.get("diffms_candidates") == "{broken"
+    rows = list(csv.DictReader(open(tmp_path / "x.tsv", encoding="utf-8"), delimiter="\t"))
+    assert len(rows) == 1 and rows[0]["rank"] == "" and rows[0]["status"] == "ok"
+    assert sum("diffms_candidates" in r.getMessage() for r in caplog.records) == 2
+
+
 def test_decode_candidates():
     assert decode_candidates(None) == decode_candidates("") == decode_candidates("[]") == []
     assert decode_candidates(json.dumps(CANDIDATES)) == CANDIDATES

@@ -489,6 +489,9 @@ def choose_weights(checkpoint: str | None) -> tuple[str, str | None]:
     path = Path(checkpoint).expanduser()
     if path.exists():
         return str(path), None
+    archive, sep, member = str(path).partition("::")          # diffms_checkpoints.tar.gz::diffms_msg.ckpt
+    if sep and Path(archive).is_file() and member:
+        return str(path), None
     if is_mzmine_default(path):
         return DEFAULT_WEIGHTS, (f"checkpoint {path} (MZmine's default location) not found: using the "
                                  f"matchms-diffms default weights")
@@ -500,11 +503,8 @@ def choose_weights(checkpoint: str | None) -> tuple[str, str | None]:
 
 def load_annotator(weights: str, args):
     """The annotator used for all rows (one formula per row, the row's own)."""
-    import torch
-
     from matchms_diffms.annotator import DiffMSAnnotator
 
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     return DiffMSAnnotator.from_pretrained(weights, n_samples=args.n_samples, steps=args.steps, top_k=args.top_k,
                                            seed=args.seed, max_formulas=1, batch_size=args.batch_size)
 
@@ -535,6 +535,8 @@ def write_json_atomic(path, data) -> None:
 # ------------------------------------------------------------------------------------------------ main
 def run(args, protocol: Protocol) -> int:
     """Process the rows of ``args.input``; returns the exit status."""
+    from matchms_diffms.chem.formula import Formula
+
     try:
         items = read_input(args.input)
     except InputError as err:
@@ -578,8 +580,6 @@ def run(args, protocol: Protocol) -> int:
             if not _set_ppm(annotator, ppm) and not warned_ppm:
                 protocol.log("this annotator has a fixed sub-formula tolerance; --subformula-tol not applied")
                 warned_ppm = True
-            from matchms_diffms.chem.formula import Formula
-
             annotated = annotator.annotate(spectrum)
             row = result_for(row_id, annotated, Formula.parse(spectrum.get("formula")), args.top_k)
         except RowSkip as skip:

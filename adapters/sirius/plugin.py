@@ -340,7 +340,11 @@ def load_input_spectra(path) -> list:
               help="SIRIUS formula ranks tried per spectrum.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 def sirius_annotate(spectra, sirius, output, annotated, weights, n_samples, steps, top_k, max_formulas, seed):
-    """Annotate SPECTRA (e.g. MZmine's SIRIUS export .mgf) using SIRIUS' formula identifications."""
+    """Annotate SPECTRA using SIRIUS formula identifications; write a SIRIUS-style de novo table.
+
+    SPECTRA is typically MZmine's SIRIUS export (.mgf: MS1 blocks are skipped, the MS2 blocks of a feature
+    merged); any matchms-readable file works. SIRIUS' mappingFeatureId is matched to FEATURE_ID.
+    """
     from matchms_diffms.annotator import DiffMSAnnotator
 
     table = read_formula_identifications(sirius)

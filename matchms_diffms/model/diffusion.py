@@ -263,6 +263,49 @@ def posterior_edge_probs(E_t: torch.Tensor, pred_probs: torch.Tensor, Qt: torch.
                     "unnormalized": unnormalized.reshape(B, n, n, K)}
 
 
+def posterior_table(Qt: torch.Tensor, Qsb: torch.Tensor, Qtb: torch.Tensor) -> torch.Tensor:
+    """q(e_s = k | e_t = e, e_0 = c) for every noisy class e, as the table T[e, c, k], (K+1, K, K).
+
+    Row e = K is the all-zero e_t row (padding, the prior's diagonal). Built with the arithmetic of
+    ``posterior_edge_probs`` on the K + 1 possible e_t rows, so each entry is bit-identical to the
+    reference's ``p_s_and_t_given_0`` for an edge in that class (a product with a one-hot row is exact).
+    Qt, Qsb, Qtb: (1, K, K), shared by the whole batch.
+    """
+    K = Qt.shape[-1]
+    rows = torch.cat([torch.eye(K, dtype=torch.float32, device=Qt.device),
+                      torch.zeros(1, K, dtype=torch.float32, device=Qt.device)]).reshape(1, 1, K + 1, K)
+    _, inter = posterior_edge_probs(rows, torch.full((1, 1, K + 1, K), 1.0 / K, device=Qt.device),
+                                    Qt, Qsb, Qtb, return_intermediates=True)
+    return inter["p_s_and_t_given_0"].reshape(K + 1, K, K)
+
+
+def posterior_from_classes(E_cls: torch.Tensor, pred_probs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``posterior_edge_probs`` for edges given as classes (K = all-zero row), bit-identical result.
+
+    Parameters
+    ----------
+    E_cls
+        (B, n, n) long classes of E_t.
+    pred_probs
+        (B, n, n, K) denoiser's p(e_0).
+    table
+        ``posterior_table(Qt, Qsb, Qtb)`` (K+1, K, K).
+
+    Returns
+    -------
+    torch.Tensor
+        prob_E (B, n, n, K).
+    """
+    B, n, _, K = pred_probs.shape
+    p = F.embedding(E_cls.reshape(B, n * n), table.reshape(K + 1, K * K)).reshape(B, n * n, K, K)
+    pred = pred_probs.reshape(B, n * n, K)                                             # (B, N, K0)
+    unnormalized = (pred.unsqueeze(-1) * p).sum(dim=-2)                                # (B, N, Ks)
+    empty = unnormalized.sum(dim=-1) == 0                                              # (B, N)
+    unnormalized = torch.where(empty.unsqueeze(-1), torch.full_like(unnormalized, EMPTY_ROW_VALUE),
+                               unnormalized)
+    return (unnormalized / unnormalized.sum(dim=-1, keepdim=True)).reshape(B, n, n, K)
+
+
 # ----------------------------------------------------------------------------------------- sampling
 
 def _pair_mask(node_mask: torch.Tensor) -> torch.Tensor:
@@ -331,6 +374,44 @@ def sample_prior(node_mask: torch.Tensor, m: torch.Tensor,
     probs = m.to(node_mask.device).reshape(1, K).expand(B * n * n, K)                 # (B*n*n, K)
     classes = torch.multinomial(probs, 1, generator=generator).reshape(B, n, n)       # (B, n, n)
     return _symmetric_one_hot(classes, K, _pair_mask(node_mask), zero_diagonal=True)
+
+
+def _symmetric_classes(classes: torch.Tensor, pair_mask: torch.Tensor | None, fill: int,
+                       zero_diagonal_fill: int | None = None) -> torch.Tensor:
+    """Class form of ``_symmetric_one_hot``: strict upper triangle mirrored, diagonal class 0 (or
+    ``zero_diagonal_fill``), ``fill`` on padded pairs (pair_mask None: no padding)."""
+    classes = torch.triu(classes, diagonal=1)
+    classes = classes + classes.transpose(1, 2)                                         # diagonal 0
+    if zero_diagonal_fill is not None:
+        n = classes.shape[1]
+        classes = classes.masked_fill(torch.eye(n, dtype=torch.bool, device=classes.device), zero_diagonal_fill)
+    if pair_mask is not None:
+        classes = classes.masked_fill(~pair_mask, fill)
+    return classes
+
+
+def sample_prior_classes(node_mask: torch.Tensor, m: torch.Tensor,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """``sample_prior`` as classes (B, n, n): same random numbers; diagonal and padding = K (all-zero rows)."""
+    B, n = node_mask.shape
+    K = m.shape[0]
+    probs = m.to(node_mask.device).reshape(1, K).expand(B * n * n, K)                 # (B*n*n, K)
+    classes = torch.multinomial(probs, 1, generator=generator).reshape(B, n, n)       # (B, n, n)
+    pair = None if bool(node_mask.all()) else _pair_mask(node_mask)
+    return _symmetric_classes(classes, pair, K, zero_diagonal_fill=K)
+
+
+def sample_edge_classes(prob_E: torch.Tensor, node_mask: torch.Tensor,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """``sample_edges`` as classes (B, n, n): same random numbers; diagonal 0, padding = K."""
+    B, n, _, K = prob_E.shape
+    all_real = bool(node_mask.all())
+    pair = None if all_real else _pair_mask(node_mask)                                 # (B, n, n)
+    eye = torch.eye(n, dtype=torch.bool, device=prob_E.device).unsqueeze(0)            # (1, n, n)
+    uniform = (eye if all_real else (~pair | eye)).unsqueeze(-1)                       # (., n, n, 1)
+    prob = torch.where(uniform, torch.full_like(prob_E, 1.0 / K), prob_E)              # (B, n, n, K)
+    classes = torch.multinomial(prob.reshape(B * n * n, K), 1, generator=generator)    # (B*n*n, 1)
+    return _symmetric_classes(classes.reshape(B, n, n), pair, K)
 
 
 # ----------------------------------------------------------------------------------------- training

@@ -287,3 +287,66 @@ def network_input(X: torch.Tensor, E_t: torch.Tensor, y: torch.Tensor, node_mask
     E_in = E_t.float()
     y_in = torch.cat([y.float(), extra_y, t], dim=-1)
     return X_in, E_in, y_in
+
+
+# ----------------------------------------------------------------------------- sampler fast path
+def static_features(X: torch.Tensor, node_mask: torch.Tensor, config: DiffMSConfig,
+                    reference_padding: bool | None = None) -> dict[str, torch.Tensor]:
+    """The parts of the network input that do not change during sampling (atoms are fixed).
+
+    Returns
+    -------
+    dict with ``X`` (B, n, A) float, ``type_index`` (B, n) float (argmax of X * valency table, for
+    "charge"), ``n`` (B, 1) and ``weight`` (B, 1), each computed exactly as ``extra_features`` does.
+    """
+    if reference_padding is None:
+        reference_padding = config.reference_padding
+    node_mask = node_mask.bool()
+    valencies = torch.tensor(config.atom_valencies, dtype=torch.float32, device=X.device)
+    return {"X": X.float(),
+            "type_index": (X.float() * valencies).argmax(dim=-1),
+            "n": node_mask.float().sum(dim=1, keepdim=True) / config.max_n_nodes,
+            "weight": weight_feature(X, config, None if reference_padding else node_mask)}
+
+
+def network_input_from_classes(static: dict[str, torch.Tensor], E_cls: torch.Tensor, y: torch.Tensor,
+                               node_mask: torch.Tensor, t_norm, config: DiffMSConfig,
+                               generator: torch.Generator | None = None,
+                               reference_padding: bool | None = None
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``network_input`` for a noisy graph given as edge classes; bit-identical X_in and y_in.
+
+    Parameters
+    ----------
+    static : ``static_features(X, node_mask, config)``.
+    E_cls : (B, n, n) long edge classes 0..K-1, K for an all-zero one-hot row (the prior's diagonal,
+        padding); ``decoder.edge_classes`` converts a one-hot tensor.
+    y, node_mask, t_norm, config, generator, reference_padding : as for ``network_input`` (the same
+        random numbers are drawn).
+
+    Returns
+    -------
+    X_in : (B, n, A + 8), y_in : (B, cond + 13). (E_in is the one-hot of ``E_cls``, not built here.)
+    """
+    if reference_padding is None:
+        reference_padding = config.reference_padding
+    node_mask = node_mask.bool()
+    K = config.n_edge_types
+    B = E_cls.shape[0]
+    bonded = (E_cls > 0) & (E_cls < K)                                   # any bond class 1..K-1
+    if not bool(node_mask.all()):
+        bonded = bonded & node_mask.unsqueeze(1) & node_mask.unsqueeze(2)
+    A = bonded.float()                                                   # (B, n, n), == adjacency()
+    x_cycles, y_cycles = cycle_features(A, node_mask)                    # (B, n, 3), (B, 4)
+    spec = spectral_features(A, node_mask, generator, reference_padding)
+    # "valency": sum of the class indices of the one-hot rows (all-zero rows count 0)
+    valency = torch.where(E_cls < K, E_cls, 0).sum(dim=-1).float()       # (B, n)
+    charge = (static["type_index"] - valency).float()
+
+    extra_X = torch.cat([x_cycles, spec["nonlcc"], spec["eigvecs"], charge.unsqueeze(-1),
+                         valency.unsqueeze(-1)], dim=-1)                 # (B, n, 8)
+    t = torch.as_tensor(t_norm, dtype=torch.float32, device=E_cls.device).reshape(-1, 1).expand(B, 1)
+    X_in = torch.cat([static["X"], extra_X], dim=-1)
+    y_in = torch.cat([y.float(), static["n"], y_cycles, spec["n_components"], spec["eigvals"],
+                      static["weight"], t], dim=-1)
+    return X_in, y_in
