@@ -160,6 +160,32 @@ def check_peaks(spectrum) -> None:
         raise Skip("no_peaks", "all peak intensities are zero")
 
 
+def impossible_formula(formula) -> str | None:
+    """Why no neutral, closed-shell molecule (RDKit valences, implicit hydrogens) can have ``formula``, or None.
+
+    Two exact conditions for the structures the decoder can produce: (1) the number of atoms of odd valence
+    (H, N, P, halogens) must be even, else the molecule would be a radical; (2) hydrogens cannot exceed what a
+    tree of the heavy atoms at their largest RDKit valence leaves free (sum of valences - 2 (n - 1)).
+    """
+    from rdkit import Chem
+
+    table = Chem.GetPeriodicTable()
+    heavy = {el: n for el, n in formula.counts.items() if el != "H" and n}
+    n_heavy = sum(heavy.values())
+    if n_heavy == 0:
+        return None
+    max_valence = {el: max(table.GetValenceList(el)) for el in heavy}
+    odd = formula["H"] + sum(n for el, n in heavy.items() if table.GetDefaultValence(el) % 2)
+    if odd % 2:
+        return (f"{formula.hill()} is impossible for a neutral molecule: an odd number of electrons (a radical; "
+                "is it the ion formula?)")
+    max_h = sum(max_valence[el] * n for el, n in heavy.items()) - 2 * (n_heavy - 1)
+    if formula["H"] > max_h:
+        return (f"{formula.hill()} is impossible: at most {max_h} hydrogens fit on {n_heavy} heavy atoms "
+                f"({formula['H']} given)")
+    return None
+
+
 def read_candidates(value) -> list[dict]:
     """Candidates from a ``diffms_candidates`` value: a JSON string (as written), a list (JSON import of an
     older file), or a Python-repr string (a list exported by matchms' MGF/MSP writers)."""
@@ -425,6 +451,8 @@ class DiffMSAnnotator:
         """Heavy-atom symbols for the decoder, or :class:`Skip` if the model cannot handle the formula."""
         cfg = self.config
         formula = cand.formula
+        if not any(formula.counts.values()):
+            raise Skip("invalid_formula", f"the formula of source {cand.source} has no atoms")
         note = getattr(cand, "note", None)
         if note:
             code = note if note in STATUS_CODES else "invalid_formula"
@@ -441,6 +469,9 @@ class DiffMSAnnotator:
         if n > cfg.max_n_nodes:
             raise Skip("too_many_atoms", f"{formula.hill()} has {n} heavy atoms; the model allows at most "
                                          f"{cfg.max_n_nodes}")
+        impossible = impossible_formula(formula)
+        if impossible:
+            raise Skip("invalid_formula", impossible)
         return formula.heavy_atoms(vocab)
 
     def _adduct_slot(self, adduct) -> str:
@@ -458,7 +489,7 @@ class DiffMSAnnotator:
 
     def _annotate_peaks(self, spectrum, cand) -> dict:
         from .chem.adducts import precursor_mz
-        from .chem.subformulae import assign_subformulae
+        from .chem.subformulae import DEFAULT_MAX_CANDIDATES, assign_subformulae, count_candidates
 
         parent = spectrum.get("precursor_mz")
         try:
@@ -468,6 +499,10 @@ class DiffMSAnnotator:
         if not math.isfinite(parent) or parent <= 0:
             parent = precursor_mz(cand.formula, cand.adduct)
         name = self._adduct_slot(cand.adduct)
+        n_cand = count_candidates(cand.formula)
+        if n_cand > DEFAULT_MAX_CANDIDATES:
+            raise Skip("too_many_atoms", f"the subformula search of {cand.formula.hill()} would enumerate "
+                                         f"{n_cand:,} candidates, more than its limit of {DEFAULT_MAX_CANDIDATES:,}")
         return assign_subformulae(spectrum.peaks.mz, spectrum.peaks.intensities, cand.formula, name, parent,
                                   ppm_tol=self.subformula_ppm)
 
@@ -498,4 +533,4 @@ class DiffMSAnnotator:
 
 
 __all__ = ["DiffMSAnnotator", "STATUS_CODES", "METADATA_KEYS", "read_annotation", "read_candidates",
-           "status_code", "spectrum_key", "derive_seed", "Skip"]
+           "status_code", "spectrum_key", "derive_seed", "Skip", "impossible_formula"]

@@ -175,6 +175,7 @@ def annotate_command(input_path, output_path, weights, samples, steps, top_k, se
 @contextlib.contextmanager
 def _logging_to_stderr(level: str):
     """Route the ``matchms`` loggers (ours is ``matchms.diffms``) to stderr at ``level`` for one command."""
+    import matchms  # noqa: F401  (matchms installs its stdout handler when first imported: do that now)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     root = logging.getLogger("matchms")

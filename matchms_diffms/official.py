@@ -17,6 +17,7 @@ import io
 import logging
 import pickle
 import tarfile
+import zlib
 from pathlib import Path
 
 import torch
@@ -33,16 +34,33 @@ class WeightsError(Exception):
 
 
 # ------------------------------------------------------------------------------------------ reading
+def _unpickling_reason(err: Exception) -> str:
+    """The informative line of torch's weights-only error (e.g. ``Unsupported global: GLOBAL io.open``)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            if not rest and i + 1 < len(lines):
+                rest = lines[i + 1]
+            return rest.split(" was not an allowed global")[0]
+    return lines[0] if lines else type(err).__name__
+
+
 def _torch_load_bytes(raw: bytes, source: str) -> dict:
     try:
         obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported object"
-        raise WeightsError(f"{source}: refused to load: the file needs pickle to load arbitrary objects, "
-                           f"which could execute code ({first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(f"{source}: not a readable PyTorch checkpoint (truncated or corrupted?): {msg}") from None
+        reason = _unpickling_reason(err)
+        if "Unsupported global" in reason or "Unsupported class" in reason:
+            what = reason.split("GLOBAL", 1)[1].strip() if "GLOBAL" in reason else reason
+            raise WeightsError(f"{source}: refused to load: the file needs pickle to create {what}, which could "
+                               "execute code; only checkpoints of plain tensors are accepted") from None
+        raise WeightsError(f"{source}: refused to load: not a plain tensor checkpoint ({reason}); the file is "
+                           "corrupted or needs pickle to load arbitrary objects, which is not allowed") from None
+    except Exception as err:  # noqa: BLE001 -- torch raises many types (RuntimeError, EOFError, IndexError, ...)
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise WeightsError(f"{source}: not a readable PyTorch checkpoint (truncated or corrupted?): "
+                           f"{type(err).__name__}" + (f": {msg}" if msg else "")) from None
     if not isinstance(obj, dict):
         raise WeightsError(f"{source}: expected a dict of tensors, found {type(obj).__name__}")
     state = obj.get("state_dict", obj)
@@ -64,7 +82,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if raw[:2] == b"\x1f\x8b":                                  # gzip: a .ckpt.gz or a .tar.gz
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as err:
+        except (OSError, EOFError, zlib.error) as err:            # BadGzipFile is an OSError
             raise WeightsError(f"{path}: corrupted gzip data: {err}") from None
         if len(raw) > 262 and raw[257:262] == b"ustar":
             return _read_from_tar(raw, path, member)
@@ -107,7 +125,10 @@ def infer_config(state: dict, overrides: dict | None = None) -> DiffMSConfig:
     """
     enc = "encoder.spectra_encoder."
     dec = "decoder."
-    n_layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith(dec + "tf_layers."))
+    layer_ids = {k.split(".")[2] for k in state if k.startswith(dec + "tf_layers.")}
+    if not layer_ids or not all(i.isdigit() for i in layer_ids):
+        raise WeightsError(f"no {dec}tf_layers.* keys: not a DiffMS checkpoint layout")
+    n_layers = 1 + max(int(i) for i in layer_ids)
     n_atom_types = _dim(state, dec + "mlp_out_X.2.weight")
     found = dict(
         encoder_hidden=_dim(state, enc + "0.intermediate_layer.input_layer.weight"),
@@ -144,7 +165,12 @@ def load_official(path: str | Path, overrides: dict | None = None):
     from .model.diffusion import NoiseSchedule
 
     state = normalise_keys(read_checkpoint(path))
-    config = infer_config(state, overrides)
+    try:
+        config = infer_config(state, overrides)
+    except WeightsError as err:
+        raise WeightsError(f"{path}: {err}") from None
+    except (TypeError, ValueError) as err:          # an unknown or invalid override
+        raise WeightsError(f"{path}: invalid configuration: {err}") from None
     betas = state.pop("noise_schedule.betas", None)
     if betas is not None:
         recomputed = NoiseSchedule(config.diffusion_steps).betas

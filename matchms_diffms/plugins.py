@@ -222,8 +222,9 @@ def _merged_dicts(results: list, what: str) -> dict:
 def output_writers() -> dict:
     """All output writers, ``{extension (lower case, with dot): writer(spectra, path)}``."""
     results = get_plugin_manager().hook.diffms_output_writers()
-    merged = _merged_dicts(results, "output writer")
-    return {ext.lower(): writer for ext, writer in merged.items()}
+    results = [{str(ext).lower(): writer for ext, writer in result.items()} if isinstance(result, dict) else result
+               for result in results]
+    return _merged_dicts(results, "output writer")
 
 
 def weight_sources() -> dict:

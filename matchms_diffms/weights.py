@@ -83,8 +83,9 @@ def load_weights_dir(directory: str | Path, overrides: dict | None = None):
         meta = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise WeightsError(f"{cfg_path}: unreadable config: {err}") from None
-    if meta.get("format") != FORMAT:
-        raise WeightsError(f"{cfg_path}: unknown weights format {meta.get('format')!r}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise WeightsError(f"{cfg_path}: unknown weights format {found!r}")
     digest = sha256_file(tensor_path)
     if digest != meta.get("sha256"):
         raise WeightsError(f"{tensor_path}: sha256 {digest[:12]}… does not match config.json "
@@ -93,8 +94,8 @@ def load_weights_dir(directory: str | Path, overrides: dict | None = None):
         config = DiffMSConfig.from_dict(meta["config"])
         if overrides:
             config = config.replace(**overrides)
-    except (TypeError, ValueError) as err:
-        raise WeightsError(f"{cfg_path}: invalid config: {err}") from None
+    except (TypeError, ValueError, KeyError) as err:
+        raise WeightsError(f"{cfg_path}: invalid config: {type(err).__name__}: {err}") from None
     try:
         state = load_file(str(tensor_path))
     except (SafetensorError, OSError) as err:

@@ -50,7 +50,7 @@ GOOD_PLUGIN = '''
 
     @hookimpl
     def diffms_output_writers():
-        return {".CSV": write_csv, ".tsv": write_csv}
+        return {".FakeCSV": write_csv, ".tsv": write_csv}
 
     @hookimpl
     def diffms_weight_sources():
@@ -192,7 +192,7 @@ def test_registry_hooks_merge_and_report_conflicts(third_party, caplog):
     with caplog.at_level(logging.WARNING, logger="matchms.diffms"):
         found = plugins.output_writers()
     good = sys.modules[third_party["good"]]
-    assert found[".csv"] is good.write_csv                      # extension lower-cased
+    assert found[".fakecsv"] is good.write_csv                  # extension lower-cased
     assert found[".mgf"].__module__ == "matchms_diffms.writers"
     assert found[".tsv"] is good.write_csv                      # the later registered plugin is asked first
     assert any("'.tsv'" in r.getMessage() for r in caplog.records)

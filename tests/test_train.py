@@ -177,6 +177,23 @@ def test_graph_batch_layout():
     assert E[1, 2, 1].tolist() == [0, 0, 0, 1, 0] and X[1, 2, 3] == 1 and X[0, 2].sum() == 0
 
 
+def test_graph_set_subset_and_arrays_round_trip():
+    rng = np.random.default_rng(0)
+    nodes = [rng.integers(0, 8, rng.integers(1, 6)).astype(np.int8) for _ in range(50)]
+    bonds = [rng.integers(0, 5, (rng.integers(0, 4), 3)).astype(np.int16) for _ in range(50)]
+    fps = [rng.integers(0, 255, 4).astype(np.uint8) for _ in range(50)]
+    g = GraphSet.from_records(nodes, bonds, fps, [f"K{i:013d}" for i in range(50)])
+    g = GraphSet.from_arrays(g.arrays())
+    idx = rng.permutation(50)[:20]
+    sub = g.subset(idx)
+    assert len(sub) == 20
+    for k, i in enumerate(idx):
+        np.testing.assert_array_equal(sub.nodes(k), nodes[i])
+        np.testing.assert_array_equal(sub.bond_rows(k), bonds[i])
+        np.testing.assert_array_equal(sub.fp[k], fps[i])
+        assert sub.ik14[k] == f"K{i:013d}".encode()
+
+
 # ------------------------------------------------------------------------------------------ fold map
 def test_fold_map_reproduces_rdkit_folding():
     """RDKit's 2048-bit Morgan fingerprint is the 4096-bit one OR-folded (bit = hash mod size)."""

@@ -212,7 +212,8 @@ def setup_distributed(device: str = "cpu", timeout_min: float = 180) -> Dist:
         raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
     if use_cuda:
         dev = torch.device("cuda", local_rank) if world > 1 else torch.device(device)
-        torch.cuda.set_device(dev)
+        if dev.index is not None:
+            torch.cuda.set_device(dev)
     else:
         if str(device) != "cpu":
             raise ValueError(f"unknown device {device!r}: use cpu or cuda")
@@ -683,6 +684,12 @@ def _fit(task: TrainTask, cfg: dict, run_dir: Path, resume: bool, dist: Dist) ->
         scale = len(mine) * dist.world_size / len(batch)
         (loss * scale).backward()
         average_gradients(params, dist)
+        reduced = all_reduce_sum([float(loss.detach()) * len(mine)] +
+                                 [float(v) * len(mine) for v in extra.values()], dist)
+        batch_loss = reduced[0] / len(batch)
+        if not math.isfinite(batch_loss):       # every rank sees the same value and stops before updating
+            raise FloatingPointError(f"{task.name}: the training loss became {batch_loss} at step {step + 1}; "
+                                     "lower --lr or set --grad-clip (the last checkpoint is intact)")
         grad_norm = None
         if cfg.get("grad_clip"):
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"])))
@@ -691,12 +698,6 @@ def _fit(task: TrainTask, cfg: dict, run_dir: Path, resume: bool, dist: Dist) ->
         scheduler.step()
         step += 1
 
-        reduced = all_reduce_sum([float(loss.detach()) * len(mine)] +
-                                 [float(v) * len(mine) for v in extra.values()], dist)
-        batch_loss = reduced[0] / len(batch)
-        if not math.isfinite(batch_loss):
-            raise FloatingPointError(f"{task.name}: the training loss became {batch_loss} at step {step}; "
-                                     "lower --lr or set --grad-clip")
         window["loss"] += batch_loss
         window["lr"] = lr_used
         window["n"] += 1

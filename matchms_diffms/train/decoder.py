@@ -115,8 +115,8 @@ def featurize_smiles(smiles: str, atom_types: list[str], n_bits: int, radius: in
 
 
 def _featurize_job(args):
-    smiles, params = args
-    return featurize_smiles(smiles, **params)
+    source, smiles, params = args
+    return source, *featurize_smiles(smiles, **params)
 
 
 class GraphSet:
@@ -155,12 +155,14 @@ class GraphSet:
                    np.concatenate([[0], np.cumsum(n_bonds)]), fp, ik)
 
     def subset(self, idx: np.ndarray) -> "GraphSet":
+        """The graphs ``idx`` (in that order) as a new set (vectorised; fast for millions of graphs)."""
         idx = np.asarray(idx, dtype=np.int64)
-        nodes = [self.nodes(i) for i in idx]
-        bonds = [self.bond_rows(i) for i in idx]
-        fps = [self.fp[i] for i in idx] if self.fp is not None else None
-        ik = [self.ik14[i] for i in idx] if self.ik14 is not None else None
-        return GraphSet.from_records(nodes, bonds, fps, ik)
+        n_bonds = np.diff(self.bond_offsets)[idx]
+        atoms = self.atoms[_ranges(self.atom_offsets[idx], self.n_atoms[idx])]
+        bonds = self.bonds[_ranges(self.bond_offsets[idx], n_bonds)]
+        return GraphSet(self.n_atoms[idx], atoms, np.concatenate([[0], np.cumsum(self.n_atoms[idx])]), bonds,
+                        np.concatenate([[0], np.cumsum(n_bonds)]),
+                        None if self.fp is None else self.fp[idx], None if self.ik14 is None else self.ik14[idx])
 
     def nodes(self, i: int) -> np.ndarray:
         return self.atoms[self.atom_offsets[i]:self.atom_offsets[i + 1]]
@@ -236,6 +238,16 @@ class GraphSet:
                    get("fp"), get("ik14"))
 
 
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + l)`` for every (start, length) pair, without a Python loop."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    block_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return np.arange(total) - np.repeat(block_start - np.asarray(starts, dtype=np.int64), lengths)
+
+
 def save_npz(path: Path, arrays: dict, meta: dict) -> None:
     """Write arrays + a JSON metadata string into ``path`` atomically (no pickled objects)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,8 +279,8 @@ def in_validation_split(ik14: str | bytes, fraction: float, seed: int) -> bool:
 def iter_input_smiles(cfg: dict) -> Iterator[tuple[str, str]]:
     """(source, SMILES) of every input molecule, in file order: SMILES files, then MGF SMILES.
 
-    Files whose names announce a validation/test fold are refused (``data.check_source``); MGF records go
-    through the fold guard (``data.load_training_set``).
+    Files whose names announce a validation/test fold are refused (``data.check_source``); spectra files
+    go through the fold guard (``encoder.load_spectra``: training-fold records only).
     """
     from . import data
 
@@ -276,10 +288,13 @@ def iter_input_smiles(cfg: dict) -> Iterator[tuple[str, str]]:
         data.check_source(path, "train")
         for smi in data.read_smiles(path):
             yield str(path), smi
-    for path in cfg["smiles_from_mgf"]:
-        for rec in data.load_training_set(path, fold="train", purpose="train"):
+    if cfg["smiles_from_mgf"]:
+        from .encoder import load_spectra
+
+        records, _ = load_spectra(cfg["smiles_from_mgf"], "train")
+        for rec in records:
             if rec.smiles:
-                yield str(path), rec.smiles
+                yield "spectra: " + ", ".join(map(str, cfg["smiles_from_mgf"])), rec.smiles
 
 
 def excluded_ik14(paths: Iterable[str]) -> set[str]:
@@ -305,14 +320,13 @@ def excluded_ik14(paths: Iterable[str]) -> set[str]:
     return keys
 
 
-def build_dataset(cfg: dict, config: DiffMSConfig) -> tuple[GraphSet, np.ndarray, dict]:
+def build_dataset(cfg: dict, config: DiffMSConfig) -> tuple[GraphSet, dict]:
     """Filter, deduplicate, exclude and featurise the input molecules.
 
     Returns
     -------
     graphs : GraphSet of all kept molecules (with fingerprints and ik14)
-    is_val : (N,) bool, True for the held-out validation split
-    summary : counts per reason, per source, and the sizes
+    summary : counts per reason and per source
     """
     limit = config.max_n_nodes if cfg["max_atoms"] is None else min(config.max_n_nodes, int(cfg["max_atoms"]))
     params = {"atom_types": list(config.atom_types), "n_bits": int(config.cond_dim),
@@ -320,23 +334,22 @@ def build_dataset(cfg: dict, config: DiffMSConfig) -> tuple[GraphSet, np.ndarray
               "max_mol_wt": cfg["max_mol_wt"]}
     exclude = excluded_ik14(cfg["exclude_mgf"])
     logger.info("decoder data: %d structures excluded from %d file(s)", len(exclude), len(cfg["exclude_mgf"]))
-    split_seed = cfg["seed"] if cfg.get("split_seed") is None else cfg["split_seed"]
     max_mols = cfg.get("max_molecules")
 
     skipped: dict[str, int] = {}
     per_source: dict[str, int] = {}
     seen: set[str] = set()
-    nodes_l, bonds_l, fps, iks, is_val = [], [], [], [], []
+    nodes_l, bonds_l, fps, iks = [], [], [], []
     n_read = 0
 
-    inputs = iter_input_smiles(cfg)
-    jobs = ((smi, params) for _, smi in _tee_sources(inputs, per_source))
+    jobs = ((source, smi, params) for source, smi in iter_input_smiles(cfg))
     workers = int(cfg.get("workers") or 1)
     pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
     try:
         results = pool.imap(_featurize_job, jobs, chunksize=256) if pool else map(_featurize_job, jobs)
-        for payload, reason in results:
+        for source, payload, reason in results:
             n_read += 1
+            per_source[source] = per_source.get(source, 0) + 1
             if payload is None:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
@@ -352,7 +365,6 @@ def build_dataset(cfg: dict, config: DiffMSConfig) -> tuple[GraphSet, np.ndarray
             bonds_l.append(bonds)
             fps.append(fp)
             iks.append(ik14)
-            is_val.append(in_validation_split(ik14, float(cfg["val_fraction"]), int(split_seed)))
             if max_mols is not None and len(iks) >= int(max_mols):
                 break
     finally:
@@ -361,19 +373,9 @@ def build_dataset(cfg: dict, config: DiffMSConfig) -> tuple[GraphSet, np.ndarray
     if not iks:
         raise ValueError(f"no usable molecule among {n_read} inputs (skipped: {skipped})")
     graphs = GraphSet.from_records(nodes_l, bonds_l, fps, iks)
-    is_val = np.array(is_val, dtype=bool)
-    if is_val.all():
-        raise ValueError("every molecule fell into the validation split; lower val_fraction")
-    summary = {"read": n_read, "kept": len(iks), "train": int((~is_val).sum()), "val": int(is_val.sum()),
-               "skipped": skipped, "excluded_structures": len(exclude), "inputs_per_source": per_source,
-               "max_atoms": int(limit)}
-    return graphs, is_val, summary
-
-
-def _tee_sources(inputs, counter: dict):
-    for source, smi in inputs:
-        counter[source] = counter.get(source, 0) + 1
-        yield source, smi
+    summary = {"read": n_read, "kept": len(iks), "skipped": skipped, "excluded_structures": len(exclude),
+               "inputs_per_source": per_source, "max_atoms": int(limit)}
+    return graphs, summary
 
 
 def dataset_key(cfg: dict, config: DiffMSConfig) -> str:
@@ -383,24 +385,32 @@ def dataset_key(cfg: dict, config: DiffMSConfig) -> str:
            "exclude_mgf": [_file_signature(p) for p in cfg["exclude_mgf"]],
            "atom_types": list(config.atom_types), "cond_dim": config.cond_dim,
            "max_n_nodes": config.max_n_nodes,
-           **{k: cfg.get(k) for k in ("max_atoms", "min_atoms", "max_mol_wt", "max_molecules",
-                                     "val_fraction", "split_seed", "fp_radius")},
-           "split": cfg["seed"] if cfg.get("split_seed") is None else cfg["split_seed"]}
+           **{k: cfg.get(k) for k in ("max_atoms", "min_atoms", "max_mol_wt", "max_molecules", "fp_radius")}}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_or_build_dataset(cfg: dict, config: DiffMSConfig, run_dir: Path, dist: Dist):
-    """The featurised dataset from the cache, building it on rank 0 first if needed."""
+    """The featurised dataset from the cache (rank 0 builds it first if needed) and its validation split.
+
+    The split is not part of the cache (runs with other seeds or fractions share the featurised file).
+    Returns ``(graphs, is_val, summary)``.
+    """
     cache_dir = Path(cfg["cache_dir"]) if cfg.get("cache_dir") else run_dir / "cache"
     path = cache_dir / f"decoder-data-{dataset_key(cfg, config)}.npz"
     if dist.is_main and not path.exists():
         logger.info("featurising decoder training molecules into %s", path)
-        graphs, is_val, summary = build_dataset(cfg, config)
-        save_npz(path, {**graphs.arrays(), "is_val": is_val}, summary)
+        graphs, summary = build_dataset(cfg, config)
+        save_npz(path, graphs.arrays(), summary)
     dist.barrier()
     arrays, summary = load_npz(path)
     graphs = GraphSet.from_arrays(arrays)
-    return graphs, arrays["is_val"].astype(bool), {**summary, "cache": str(path)}
+    split_seed = int(cfg["seed"] if cfg.get("split_seed") is None else cfg["split_seed"])
+    is_val = np.array([in_validation_split(k, float(cfg["val_fraction"]), split_seed) for k in graphs.ik14],
+                      dtype=bool)
+    if is_val.all():
+        raise ValueError("every molecule fell into the validation split; lower val_fraction")
+    summary = {**summary, "train": int((~is_val).sum()), "val": int(is_val.sum()), "cache": str(path)}
+    return graphs, is_val, summary
 
 
 # ------------------------------------------------------------------------------------------ the loss

@@ -242,7 +242,8 @@ def load_spectra(paths, purpose: str, split_file=None) -> tuple[list, Counter]:
     for path in paths:
         data.check_source(path, purpose)
         found = Counter()
-        for rec in data.read_labelled(path, split_file=split_file):
+        split = split_file if Path(path).is_dir() else None      # split tables belong to MIST folders
+        for rec in data.read_labelled(path, split_file=split):
             if rec.fold is None or rec.fold == wanted:
                 records.append(rec)
                 found[wanted] += 1
