@@ -286,7 +286,8 @@ class DiffMSAnnotator:
         self.info = dict(info)
         self.config = model.config
         self.n_samples = int(n_samples)
-        self.steps = int(steps) if steps is not None else int(model.config.diffusion_steps)
+        default_steps = model.config.default_sampling_steps or model.config.diffusion_steps
+        self.steps = int(steps) if steps is not None else int(default_steps)
         self.top_k = int(top_k)
         self.seed = int(seed) if seed is not None else secrets.randbits(31)
         self.max_formulas = int(max_formulas)

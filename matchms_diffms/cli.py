@@ -116,7 +116,8 @@ def _parse_shard(ctx, param, value):
 @click.option("--samples", type=click.IntRange(min=1), default=100, show_default=True,
               help="Structures sampled per formula candidate.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Reverse diffusion steps (default: all steps of the model, 500 for DiffMS). Fewer steps "
+              help="Reverse diffusion steps (default: the weights' own default, chosen from the speed/quality "
+                   "benchmark for our weights; all 500 steps for official DiffMS checkpoints). Fewer steps "
                    "run faster and give fewer valid structures.")
 @click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True,
               help="Candidates kept per spectrum.")
@@ -339,40 +340,64 @@ def _one_line(err: Exception) -> str:
 
 
 def _read_mgf(path: Path, text: str) -> list:
+    """MGF: the whole file at once; record by record when that fails or loses records."""
     from matchms.importing import load_from_mgf
 
+    starts = [m.start() for m in re.finditer(r"^[ \t]*BEGIN IONS[ \t]*\r?$", text, flags=re.MULTILINE)]
     try:
-        return list(load_from_mgf(io.StringIO(text)))
+        spectra = list(load_from_mgf(io.StringIO(text)))
+        if len(spectra) == len(starts):
+            return spectra
+        logger.warning("%s: %d of %d records read; reading the file record by record", path, len(spectra),
+                       len(starts))
     except Exception as err:  # pyteomics raises its own error types for malformed records
         logger.warning("%s: %s; reading the file record by record", path, _one_line(err))
-    blocks = re.findall(r"^BEGIN IONS\s*$.*?^END IONS\s*$", text, flags=re.MULTILINE | re.DOTALL)
     spectra = []
-    for number, block in enumerate(blocks, start=1):
-        try:
-            spectra.extend(load_from_mgf(io.StringIO(block + "\n")))
-        except Exception as err:  # skip this record only
-            logger.warning("%s: record %d skipped: %s", path, number, _one_line(err))
+    for number, (begin, end) in enumerate(zip(starts, starts[1:] + [len(text)]), start=1):
+        chunk = text[begin:end]
+        m = re.search(r"^[ \t]*END IONS[ \t]*\r?$", chunk, flags=re.MULTILINE)
+        if m is None:
+            logger.warning("%s: record %d skipped: no END IONS line before the next BEGIN IONS or the end of "
+                           "the file", path, number)
+            continue
+        _load_record(spectra, path, number, lambda: load_from_mgf(io.StringIO(chunk[:m.end()] + "\n")))
     return spectra
 
 
+def _load_record(spectra: list, path: Path, number: int, load) -> None:
+    """Append the spectrum of one record, or log why the record is skipped."""
+    try:
+        found = list(load())
+    except Exception as err:  # skip this record only
+        logger.warning("%s: record %d skipped: %s", path, number, _one_line(err))
+        return
+    if not found:
+        logger.warning("%s: record %d skipped: matchms read no spectrum from it (no peaks, or a peak count that "
+                       "does not match the peak lines)", path, number)
+    spectra.extend(found)
+
+
 def _read_msp(path: Path, text: str) -> list:
+    """MSP: the whole file at once; record by record (blank-line separated) when that fails or loses
+    records."""
     from matchms.importing import load_from_msp
 
+    records = [r for r in re.split(r"\n[ \t]*\r?\n", text.replace("\r\n", "\n")) if r.strip()]
     try:
-        return list(load_from_msp(str(path)))
-    except Exception as err:  # matchms raises RuntimeError / ValueError for malformed records
+        spectra = list(load_from_msp(str(path)))
+        if len(spectra) == len(records):
+            return spectra
+        logger.warning("%s: %d of %d records read; reading the file record by record", path, len(spectra),
+                       len(records))
+    except Exception as err:  # matchms raises KeyError / RuntimeError / ValueError for malformed records
         logger.warning("%s: %s; reading the file record by record", path, _one_line(err))
-    records = [r for r in re.split(r"\n\s*\n", text.replace("\r\n", "\n")) if r.strip()]
     spectra = []
     with tempfile.TemporaryDirectory() as folder:
         record_path = os.path.join(folder, "record.msp")
         for number, record in enumerate(records, start=1):
             with open(record_path, "w", encoding="utf-8") as fh:
                 fh.write(record.strip() + "\n\n")
-            try:
-                spectra.extend(load_from_msp(record_path))
-            except Exception as err:  # skip this record only
-                logger.warning("%s: record %d skipped: %s", path, number, _one_line(err))
+            _load_record(spectra, path, number, lambda: load_from_msp(record_path))
     return spectra
 
 

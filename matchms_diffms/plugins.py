@@ -67,6 +67,7 @@ __all__ = [
     "formula_candidates",
     "output_writers",
     "weight_sources",
+    "register_commands",
     "list_plugins",
     "plugin_versions",
 ]

@@ -16,6 +16,9 @@ How DiffMS metadata survives the formats (matchms 0.33):
   back.
 * TSV: one row per spectrum and candidate rank with the columns :data:`TSV_COLUMNS`; a spectrum without
   candidates gets one row with an empty rank and its status.
+
+A spectrum without peaks (status ``no_peaks``) is written to every format, but matchms' MSP and JSON readers
+skip peakless spectra when the file is read back; MGF and TSV keep it.
 """
 from __future__ import annotations
 

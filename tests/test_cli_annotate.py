@@ -283,6 +283,23 @@ def test_malformed_msp_records_are_skipped(fake, tmp_path):
     assert [s.get("compound_name") for s in load_from_mgf(str(tmp_path / "out.mgf"))] == ["first", "last"]
 
 
+def test_records_lost_without_an_exception_are_found(fake, tmp_path):
+    # a record without END IONS, and an MSP record whose Num Peaks swallows the next record
+    mgf = tmp_path / "in.mgf"
+    mgf.write_text("BEGIN IONS\nTITLE=open\nPEPMASS=47.0\n29.0 1.0\n\n" + mgf_text(MGF_RECORDS[:1]))
+    result = annotate(mgf, tmp_path / "out.mgf")
+    assert result.exit_code == 0, result.output
+    assert "record 1 skipped: no END IONS line" in result.stderr
+    assert [s.get("title") for s in load_from_mgf(str(tmp_path / "out.mgf"))] == ["ethanol"]
+    msp = tmp_path / "in.msp"
+    good = "NAME: good\nPRECURSORMZ: 47.04914\nFORMULA: C2H6O\nNum Peaks: 1\n29.03858\t100\n"
+    msp.write_text("NAME: bad\nPRECURSORMZ: 47.0\nNum Peaks: 5\n29.0\t1\n\n" + good)
+    result = annotate(msp, tmp_path / "out2.mgf")
+    assert result.exit_code == 0, result.output
+    assert "0 of 2 records read" in result.stderr and "record 1 skipped" in result.stderr
+    assert [s.get("compound_name") for s in load_from_mgf(str(tmp_path / "out2.mgf"))] == ["good"]
+
+
 def test_mzml_without_pyteomics_is_a_clear_error(fake, tmp_path, monkeypatch):
     path = tmp_path / "run.mzML"
     path.write_text("<mzML/>")

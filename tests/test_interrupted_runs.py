@@ -20,8 +20,8 @@ from matchms_diffms.annotator import DiffMSAnnotator
 from reliability_helpers import (assert_no_traceback, cli_command, cli_env, good_library_mgf, make_tiny_weights,
                                  parsed_output, run_cli)
 
-N_SPECTRA = 24
-OPTIONS = ["--samples", "24", "--steps", "20", "--seed", "11", "--top-k", "3", "--no-progress"]
+N_SPECTRA = 12
+OPTIONS = ["--samples", "16", "--steps", "20", "--seed", "11", "--top-k", "3", "--no-progress"]
 FAST = ["--samples", "4", "--steps", "3", "--seed", "5", "--top-k", "2", "--no-progress"]
 
 
@@ -78,11 +78,7 @@ def test_kill_9_during_resume_then_same_command_equals_uninterrupted_run(tiny_we
     killed_at = kill_when_progressed(command, checkpoint, at_least=2)
     assert 2 <= killed_at < N_SPECTRA, f"the run was not interrupted part-way ({killed_at})"
     assert not out.exists()                                      # the output only appears complete
-    # 2. kill -9 the resumed run too, after it added records of its own
-    n_before = checkpoint_records(checkpoint)
-    killed_again = kill_when_progressed(command, checkpoint, at_least=n_before + 2)
-    assert killed_again == -1 or n_before + 2 <= killed_again < N_SPECTRA
-    # a kill in the middle of writing a record leaves a torn last line: it must be dropped, not trusted
+    # 2. a kill in the middle of writing a record leaves a torn last line: it must be dropped, not trusted
     with open(checkpoint, "ab") as fh:
         fh.write(b'{"index": 23, "metadata": {"diffms_status": "o')
     # 3. the same command again finishes the run
@@ -92,10 +88,11 @@ def test_kill_9_during_resume_then_same_command_equals_uninterrupted_run(tiny_we
     assert not checkpoint.exists()
     assert sorted(p.name for p in work.iterdir()) == ["annotated.json"]     # no temporary files left
 
-    # 4. an uninterrupted run with the same seed
+    # 4. an uninterrupted run with the same seed (in this process: also shows that the thread count of the
+    #    process does not matter)
     reference = tmp_path / "reference.json"
-    ref = run_cli("annotate", library, "-o", reference, "--weights", tiny_weights, *OPTIONS, timeout=300)
-    assert ref.returncode == 0, ref.stderr
+    ref = invoke("annotate", library, "-o", reference, "--weights", tiny_weights, *OPTIONS)
+    assert ref.exit_code == 0, ref.output
     got, want = parsed_output(out), parsed_output(reference)
     assert len(got) == N_SPECTRA
     assert got == want

@@ -65,6 +65,9 @@ class DiffMSConfig:
     diffusion_steps: int = 500
     edge_marginals: list[float] = field(default_factory=lambda: list(MSG_EDGE_MARGINALS))
     max_n_nodes: int = 150
+    # Reverse steps the annotator takes when the user sets none (skip-step sampling with the exact
+    # multi-step transition); None = every step (the official DiffMS sampler).
+    default_sampling_steps: int | None = None
     # --- free-form provenance (name, training data, ...) ---
     name: str = "unnamed"
 

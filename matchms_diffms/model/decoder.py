@@ -306,7 +306,7 @@ class GraphTransformer(nn.Module):
         X : (B, n, A + 8) node input; y : (B, cond + 13) global input; node_mask : (B, n) bool.
         E_cls : (B, n, n) long edge classes 0..K-1 of the symmetric noisy graph, K for an all-zero
             input row (the prior's diagonal, padding); see ``edge_classes``.
-        chunk : graphs per block of the (B, n, n, dx) work (default: about 1 MiB per block).
+        chunk : graphs per block of the (B, n, n, dx) work (default: about 1 MiB per thread and block).
 
         Returns
         -------
@@ -335,7 +335,7 @@ class GraphTransformer(nn.Module):
 # values (in-place or on a slice), so rounding is unchanged. Matrix products are evaluated on row blocks
 # (>= 8 rows) of the reference's inputs; MKL gives identical rows for those (checked by the tests).
 
-EDGE_CHUNK_FLOATS = 1 << 18   # target size of one (graphs, n, n, dx) block: 1 MiB of float32
+EDGE_CHUNK_FLOATS = 1 << 18   # target size of one (graphs, n, n, dx) block per thread: 1 MiB of float32
 
 
 def edge_classes(E: torch.Tensor) -> torch.Tensor:
@@ -490,8 +490,8 @@ def _edge_logits(model: "GraphTransformer", X: torch.Tensor, E_cls: torch.Tensor
     yh = model.mlp_in_y(y)
 
     dx = Xh.shape[-1]
-    if chunk is None:
-        chunk = max(1, EDGE_CHUNK_FLOATS // max(1, n * n * dx))
+    if chunk is None:   # blocks that fit the caches; with more threads, fewer and larger blocks (fewer barriers)
+        chunk = max(1, EDGE_CHUNK_FLOATS * torch.get_num_threads() // max(1, n * n * dx))
     E_next = torch.empty_like(E)
     layers = list(model.tf_layers)
     for layer in layers[:-1]:

@@ -187,6 +187,31 @@ def finetune_cmd(**options):
     _report(run_command(FinetuneTask(), DEFAULTS, options))
 
 
+@train_group.command("assemble")
+@click.option("--encoder", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Weights folder or run folder (newest checkpoint) of an encoder run.")
+@click.option("--decoder", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Weights folder or run folder (newest checkpoint) of a decoder run.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Weights folder to write (model.safetensors + config.json).")
+@click.option("--default-steps", type=click.IntRange(1, 500),
+              help="Reverse steps the annotator uses by default with these weights.")
+def assemble_cmd(encoder, decoder, out_dir, default_steps):
+    """Join a trained encoder and a pretrained decoder into complete weights.
+
+    The merge layer is the fold map from the encoder's fingerprint to the decoder's conditioning
+    fingerprint, exact for Morgan fingerprints, so the result annotates without fine-tuning
+    (fine-tune it with 'train finetune --init OUTPUT' when there is time)."""
+    from .finetune import assemble_weights
+
+    changes = {"default_sampling_steps": default_steps} if default_steps else {}
+    try:
+        out = assemble_weights(encoder, decoder, out_dir, **changes)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"wrote {out}")
+
+
 def _report(summary: dict) -> None:
     """One line on rank 0: steps done, time, where the weights are."""
     if summary.get("rank", 0) != 0:

@@ -18,6 +18,7 @@ Edge marginals: by default those of the decoder run (the noise process the decod
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -184,3 +185,59 @@ class FinetuneTask(TrainTask):
 
 
 __all__ = ["DEFAULTS", "FinetuneTask", "assemble_model", "load_full_model"]
+
+
+# ------------------------------------------------------------------------------------------ assembling
+def _part_state(source: Path, part: str) -> tuple[dict, dict]:
+    """State dict of ``part`` ("encoder" or "decoder") and the model config, from a weights folder or a
+    training run folder (its newest checkpoint: a run stopped early still gives usable weights)."""
+    from ..weights import load_weights_dir
+    from .common import checkpoint_paths, load_checkpoint
+
+    source = Path(source)
+    if (source / "model.safetensors").is_file():
+        model, _ = load_weights_dir(source)
+        return getattr(model, part).state_dict(), model.config.to_dict()
+    checkpoints = checkpoint_paths(source)
+    if not checkpoints:
+        raise ValueError(f"{source}: neither a weights folder nor a run folder with checkpoints")
+    ckpt = load_checkpoint(checkpoints[-1])
+    config = json.loads((source / "model_config.json").read_text())
+    state = ckpt["model"]
+    prefix = part + "."
+    if any(k.startswith(prefix) for k in state):                     # a complete DiffMS was trained
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    logger.info("%s: %s from %s (step %d)", source, part, checkpoints[-1].name, ckpt["step"])
+    return state, {**config, "_step": int(ckpt["step"])}
+
+
+def assemble_weights(encoder: str | Path, decoder: str | Path, out_dir: str | Path,
+                     info: dict | None = None, **config_changes) -> Path:
+    """Join a trained encoder and a pretrained decoder into one model, with the fold-map merge layer.
+
+    The fold map is exact for Morgan fingerprints (see ``init_fold_merge``), so the pair works without
+    fine-tuning. ``config_changes`` set DiffMSConfig fields such as ``default_sampling_steps``.
+    """
+    from ..model.diffms import DiffMS
+    from ..official import WeightsError, load_state_strict
+    from ..weights import save_weights
+
+    enc_state, enc_cfg = _part_state(Path(encoder), "encoder")
+    dec_state, dec_cfg = _part_state(Path(decoder), "decoder")
+    base = {k: v for k, v in dec_cfg.items() if not k.startswith("_")}
+    base.update({k: enc_cfg[k] for k in ENCODER_FIELDS})
+    base.update(config_changes)
+    model = DiffMS(DiffMSConfig.from_dict(base))
+    if not init_fold_merge(model.merge_function):
+        raise ValueError("the fingerprint size is not a multiple of cond_dim: no fold map")
+    try:
+        load_state_strict(model.encoder, enc_state, f"{encoder} (encoder)")
+        load_state_strict(model.decoder, dec_state, f"{decoder} (decoder)")
+    except WeightsError as err:
+        raise ValueError(str(err)) from None
+    steps = {"encoder_step": enc_cfg.get("_step"), "decoder_step": dec_cfg.get("_step")}
+    return save_weights(model, out_dir, {**(info or {}), "name": Path(out_dir).name,
+                                         "assembled_from": {"encoder": str(encoder), "decoder": str(decoder),
+                                                            **steps},
+                                         "merge": "fold map", "trained": ["encoder", "decoder"],
+                                         "untrained": ["encoder fragment head"]})

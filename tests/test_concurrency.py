@@ -1,0 +1,85 @@
+"""Concurrency: ``--workers N`` uses N processes and gives the result of 1; two ``annotate`` processes writing
+different outputs in the same folder do not interfere."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from matchms_diffms import cli
+from matchms_diffms.annotator import DiffMSAnnotator
+from reliability_helpers import assert_no_traceback, cli_command, cli_env, good_library_mgf, make_tiny_weights, \
+    parsed_output
+
+N = 12
+OPTIONS = ["--samples", "12", "--steps", "10", "--seed", "42", "--top-k", "3", "--no-progress"]
+
+
+class PidAnnotator(DiffMSAnnotator):
+    """The real annotator, plus the id of the process that annotated each spectrum (``test_pid``). It dawdles a
+    little per spectrum so that every worker gets work even when one starts much later than the others."""
+
+    def annotate(self, spectrum, index=None):
+        out = super().annotate(spectrum, index=index)
+        out.set("test_pid", os.getpid())
+        if multiprocessing.parent_process() is not None:        # in a worker process
+            time.sleep(0.2)
+        return out
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    return make_tiny_weights(tmp_path_factory.mktemp("weights") / "tiny")
+
+
+@pytest.fixture
+def library(tmp_path):
+    path = tmp_path / "library.mgf"
+    path.write_text(good_library_mgf(N))
+    return path
+
+
+def annotate(library, out, weights, *extra):
+    result = CliRunner().invoke(cli.main, ["annotate", str(library), "-o", str(out), "--weights", str(weights),
+                                           *OPTIONS, *extra])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_workers_use_n_processes_and_give_the_result_of_one(library, tiny_weights, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(cli, "annotator_class", lambda: PidAnnotator)
+    annotate(library, tmp_path / "one.json", tiny_weights, "--workers", "1")
+    annotate(library, tmp_path / "two.json", tiny_weights, "--workers", "2")
+    pids_one = {r["test_pid"] for r in json.loads((tmp_path / "one.json").read_text())}
+    pids_two = {r["test_pid"] for r in json.loads((tmp_path / "two.json").read_text())}
+    assert pids_one == {os.getpid()}
+    assert len(pids_two) == 2 and os.getpid() not in pids_two
+    one, two = parsed_output(tmp_path / "one.json"), parsed_output(tmp_path / "two.json")
+    assert one == two
+    assert sum(r["diffms_status"] == "ok" for r in one) >= N // 3
+
+
+def test_two_processes_in_one_folder_do_not_interfere(library, tiny_weights, tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    outs = [folder / "a.json", folder / "b.json"]
+    procs = [subprocess.Popen(cli_command("annotate", library, "-o", out, "--weights", tiny_weights, *OPTIONS),
+                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for out in outs]
+    results = [p.communicate(timeout=300) for p in procs]
+    for proc, (stdout, stderr) in zip(procs, results):
+        assert proc.returncode == 0, stderr
+        assert_no_traceback(stderr)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.json", "b.json"]     # no checkpoints or temporaries
+    a, b = parsed_output(outs[0]), parsed_output(outs[1])
+    assert len(a) == N and a == b
+    annotate(library, tmp_path / "alone.json", tiny_weights)
+    assert parsed_output(tmp_path / "alone.json") == a
