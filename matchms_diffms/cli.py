@@ -253,8 +253,7 @@ def _annotate(*, input_path: Path, output_path: Path, weights, samples, steps, t
         if checkpoint_path.exists():
             message += f" (the results are kept in {checkpoint_path}; fix the problem and rerun with --resume)"
         raise RunError(message) from None
-    if checkpoint_path.exists():
-        checkpoint_path.unlink()
+    checkpoint_path.unlink(missing_ok=True)
     counts = Counter(_status_code(s.get("diffms_status")) for s in annotated)
     summary = ", ".join(f"{n} {code}" for code, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     click.echo(f"wrote {len(annotated)} spectra to {output_path}" + (f" ({summary})" if summary else ""), err=True)
@@ -472,7 +471,11 @@ class _Checkpoint:
     def append(self, index: int, record: dict) -> None:
         if self._fh is None:
             if self.header is not None:
-                self._fh = open(self.path, "w", encoding="utf-8")
+                try:       # "x": a second run writing the same OUTPUT at the same time must not share the file
+                    self._fh = open(self.path, "x", encoding="utf-8")
+                except FileExistsError:
+                    raise RunError(f"{self.path} appeared while this run was working: another run writes the "
+                                   "same OUTPUT; give each run its own OUTPUT") from None
                 _write_line(self._fh, {"header": self.header})
             else:
                 self._fh = open(self.path, "a", encoding="utf-8")

@@ -67,17 +67,24 @@ def test_workers_use_n_processes_and_give_the_result_of_one(library, tiny_weight
     assert sum(r["diffms_status"] == "ok" for r in one) >= N // 3
 
 
-def test_two_processes_in_one_folder_do_not_interfere(library, tiny_weights, tmp_path):
+def test_processes_in_one_folder_do_not_interfere(library, tiny_weights, tmp_path):
+    """Two runs with different outputs in one folder both succeed; a third run started at the same time on the
+    same OUTPUT as the first either finishes on its own or stops with a one-line error -- it never shares the
+    first run's checkpoint."""
     folder = tmp_path / "shared"
     folder.mkdir()
-    outs = [folder / "a.json", folder / "b.json"]
+    outs = [folder / "a.json", folder / "b.json", folder / "a.json"]
     procs = [subprocess.Popen(cli_command("annotate", library, "-o", out, "--weights", tiny_weights, *OPTIONS),
                               env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for out in outs]
     results = [p.communicate(timeout=300) for p in procs]
-    for proc, (stdout, stderr) in zip(procs, results):
-        assert proc.returncode == 0, stderr
+    for i, (proc, (stdout, stderr)) in enumerate(zip(procs, results)):
         assert_no_traceback(stderr)
+        if i < 2:
+            assert proc.returncode == 0, stderr
+        elif proc.returncode != 0:
+            assert proc.returncode == 1 and stderr.strip().endswith("give each run its own OUTPUT"), stderr
+            assert len(stderr.strip().splitlines()) == 1, stderr
     assert sorted(p.name for p in folder.iterdir()) == ["a.json", "b.json"]     # no checkpoints or temporaries
     a, b = parsed_output(outs[0]), parsed_output(outs[1])
     assert len(a) == N and a == b
