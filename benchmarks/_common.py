@@ -115,7 +115,7 @@ def environment(threads: int | None = None) -> dict:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
 
 
 def write_json(data: dict, path: Path) -> Path:

@@ -14,13 +14,17 @@ the timed calls, ``torch.set_num_threads(2)`` by default. For every size (``msg`
   posterior by matrix products), i.e. the official arithmetic without the unused y transition matrices;
 * ``fast`` -- the default sampling path (``diffusion.reverse_sample``): classes, ``edge_logits``, table
   posterior; its output is checked to be identical to the reference step's (same seed);
-* ``reference_network`` -- the reference network forward alone, to compare the machine's current speed
-  with the ``network_forward`` column of the baseline file (``calibration``: > 1 means this machine is
-  slower now than when the official timings were taken, e.g. because other processes run).
+* ``reference_network`` -- the reference network forward alone (the official network's arithmetic), to
+  compare the machine's current speed with the ``network_forward`` column of the baseline file
+  (``calibration`` = ours / file: > 1 means this machine is slower now than when the official timings were
+  taken, e.g. because other processes run).
 
-Reference and fast calls alternate, so both see the same machine load; ``others_cpu_share`` is the share
-of the CPUs used by other processes meanwhile. Speed-ups vs the official file are given as measured
-(``speedup_vs_official``) and corrected by the calibration (``speedup_vs_official_calibrated``).
+Reference, fast and reference-network calls alternate, so all see the same machine load;
+``others_cpu_share`` is the share of the CPUs used by other processes meanwhile. Speed-ups vs the official
+file are given as measured (``speedup_vs_official``: file wall time / our wall time), corrected by the
+calibration (``speedup_vs_official_calibrated``), and from our process CPU time
+(``speedup_vs_official_cpu_time``: with one thread this is the wall time the step would take on an
+otherwise idle core, against the file's two threads).
 """
 from __future__ import annotations
 
@@ -119,19 +123,21 @@ def bench_cell(bench: StepBench, reps: int, warmup: int, net_reps: int) -> dict:
         for _ in range(warmup):
             bench.reference()
             bench.fast()
-        walls = {"reference": [], "fast": []}
-        cpus = {"reference": [], "fast": []}
+        walls = {"reference": [], "fast": [], "reference_network": []}
+        cpus = {"reference": [], "fast": [], "reference_network": []}
         parts: dict = {}
         cont = Contention().start()
-        for _ in range(reps):
-            for name, fn in (("reference", bench.reference), ("fast", bench.fast)):
+        for rep in range(reps):
+            fns = [("reference", bench.reference), ("fast", bench.fast)]
+            if rep < net_reps:
+                fns.append(("reference_network", bench.reference_network))
+            for name, fn in fns:
                 w, c = timed(fn)
                 walls[name].append(w)
                 cpus[name].append(c)
         others = cont.stop()
         for _ in range(reps):
             bench.fast(parts)
-        net = [timed(bench.reference_network)[0] for _ in range(net_reps)]
     B = bench.B
     ms = {k: 1000 * median(v) for k, v in walls.items()}
     cpu_ms = {k: 1000 * median(v) for k, v in cpus.items()}
@@ -145,7 +151,8 @@ def bench_cell(bench: StepBench, reps: int, warmup: int, net_reps: int) -> dict:
         "speedup_vs_reference": round(ms["reference"] / ms["fast"], 2),
         "speedup_vs_reference_cpu_time": round(cpu_ms["reference"] / cpu_ms["fast"], 2),
         "fast_breakdown_ms": {k: round(1000 * median(v), 2) for k, v in parts.items()},
-        "reference_network_ms": round(1000 * median(net), 2),
+        "reference_network_ms": round(ms["reference_network"], 2),
+        "reference_network_cpu_ms": round(cpu_ms["reference_network"], 2),
         "runs_ms": {k: [round(1000 * v, 1) for v in vals] for k, vals in walls.items()},
         "others_cpu_share": others,
     }
@@ -159,7 +166,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", default="2", help="comma list of torch thread counts")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--net-reps", type=int, default=3)
+    ap.add_argument("--net-reps", type=int, default=3, help="timed reference-network-only calls (calibration)")
     ap.add_argument("--quick", action="store_true", help="3 timed runs, 1 warm-up (noisier)")
     ap.add_argument("--out", type=Path, default=RESULTS / "decoder_throughput.json")
     args = ap.parse_args(argv)
@@ -167,6 +174,7 @@ def main(argv=None) -> int:
         args.reps, args.warmup, args.net_reps = 3, 1, 2
 
     official = official_cells()
+    env = environment()
     cells = []
     sizes = {}
     for size in args.sizes.split(","):
@@ -189,7 +197,8 @@ def main(argv=None) -> int:
                             official_graph_steps_per_s=round(1000 * B / off["ms_per_step"], 2),
                             speedup_vs_official=round(off["ms_per_step"] / cell["fast_ms_per_step"], 2),
                             calibration=round(calib, 2),
-                            speedup_vs_official_calibrated=round(off["ms_per_step"] * calib / cell["fast_ms_per_step"], 2))
+                            speedup_vs_official_calibrated=round(off["ms_per_step"] * calib / cell["fast_ms_per_step"], 2),
+                            speedup_vs_official_cpu_time=round(off["ms_per_step"] / cell["fast_cpu_ms_per_step"], 2))
                     cells.append(cell)
                     print(f"{size:8s} n={n:3d} B={B:4d} threads={threads}: reference {cell['reference_ms_per_step']:9.1f} ms"
                           f"  fast {cell['fast_ms_per_step']:8.1f} ms  x{cell['speedup_vs_reference']:5.2f}"
@@ -197,7 +206,7 @@ def main(argv=None) -> int:
                              f"{cell['speedup_vs_official_calibrated']:5.2f})" if off else "")
                           + f"  others {cell['others_cpu_share']}  identical {cell['identical_outputs']}",
                           flush=True)
-                    write_json({"benchmark": "decoder_throughput", "environment": environment(),
+                    write_json({"benchmark": "decoder_throughput", "environment": env,
                                 "protocol": __doc__, "sizes": sizes, "cells": cells}, args.out)
     print(f"wrote {args.out}")
     return 0 if all(c["identical_outputs"] for c in cells) else 1

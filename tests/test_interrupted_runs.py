@@ -266,3 +266,11 @@ def test_writers_are_atomic(tmp_path, monkeypatch, ext):
     writers.WRITERS[ext](spectra, path)
     assert path.read_text() != "old content\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_output_cannot_be_the_input(library, tiny_weights):
+    before = digest(library)
+    result = invoke("annotate", library, "-o", library, "--weights", tiny_weights, *FAST)
+    assert result.exit_code == 2
+    assert "is the INPUT file" in one_line(result)
+    assert digest(library) == before

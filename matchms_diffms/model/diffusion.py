@@ -19,6 +19,8 @@ Public pieces, in the order a reader meets them in diffms-model.md sections 9-11
 * ``sample_edges``, ``sample_prior``             -- drawing symmetric bond matrices
 * ``noise_edges``, ``edge_cross_entropy``        -- training (forward noising and the loss)
 * ``time_grid``, ``reverse_step_probs``, ``reverse_sample`` -- the sampler (``steps == T`` = reference chain)
+* ``posterior_table``, ``posterior_from_classes``, ``sample_prior_classes``, ``sample_edge_classes``,
+  ``reverse_sample_groups`` -- the sampler's fast path on edge classes (bit-identical to the one-hot path)
 
 Random numbers: every draw goes through ``torch.multinomial`` with the caller's ``generator``; a fixed seed
 therefore gives identical output on the same device and torch version. Bit-level parity with the reference's
