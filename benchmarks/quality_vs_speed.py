@@ -51,7 +51,8 @@ def run_evaluate(val: Path, weights: str, steps: int, samples: int, limit: int, 
     per = json.loads(details.read_text())["spectra"]
     return {"steps": steps, "samples": samples, "exit_code": 0, "wall_s": round(wall, 1),
             **{k: metrics.get(k) for k in METRICS},
-            "per_spectrum_top10_tanimoto": {_spectrum_id(r, i): _metric(r, "top10_tanimoto") for i, r in enumerate(per)}}
+            "per_spectrum_top10_tanimoto": {_spectrum_id(r, i): _metric(r, "top10_tanimoto")
+                                            for i, r in enumerate(per)}}
 
 
 def _spectrum_id(row: dict, index: int) -> str:

@@ -685,19 +685,81 @@ def _run(spectra, todo, weights, options, workers, *, progress, n_selected, n_do
                 yield _annotate_one(annotator, index, spectra[index])
                 bar.update(1)
             return
-        context = multiprocessing.get_context("spawn")
-        level = logging.getLogger("matchms").level
-        tasks = ((index, spectra[index]) for index in todo)
-        with context.Pool(min(workers, len(todo)), initializer=_worker_init,
-                          initargs=(cls, weights, options, level)) as pool:
-            try:
-                for result in pool.imap_unordered(_worker_task, tasks, chunksize=1):
-                    yield result
-                    bar.update(1)
-            except WorkerStartError as err:
-                raise (InputError if err.input_problem else RunError)(err.message) from None
+        initargs = (cls, weights, options, logging.getLogger("matchms").level)
+        for result in _run_pool(spectra, todo, workers, initargs):
+            yield result
+            bar.update(1)
     finally:
         bar.close()
+
+
+WORKER_DIED = ("error: the worker process died while annotating this spectrum (a crash in a native library, or "
+               "killed, e.g. out of memory)")
+
+
+def _run_pool(spectra, todo, workers, initargs):
+    """Yield (index, record) for ``todo`` from ``workers`` spawned processes (in completion order).
+
+    A worker process that dies (segfault, out-of-memory kill) breaks its pool (``multiprocessing.Pool`` would
+    wait forever instead). The spectra it had in flight are then retried one at a time in a single fresh
+    process; one that kills that process too gets the status :data:`WORKER_DIED`, and the run goes on.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    context = multiprocessing.get_context("spawn")
+    queue, suspects = list(todo), []        # suspects: in flight when a worker died
+    while queue or suspects:
+        alone = bool(suspects)
+        batch = suspects if alone else queue
+        n_proc = 1 if alone else min(workers, len(batch))
+        feed = iter(batch)
+        pending: dict = {}
+        lost: list[int] = []
+        broken = False
+        pool = ProcessPoolExecutor(n_proc, mp_context=context, initializer=_worker_init, initargs=initargs)
+        try:
+            def submit_next():
+                index = next(feed, None)
+                if index is not None:
+                    pending[pool.submit(_worker_task, (index, spectra[index]))] = index
+
+            for _ in range(1 if alone else 2 * n_proc):
+                submit_next()
+            while pending and not broken:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    try:
+                        result = future.result()
+                    except WorkerStartError as err:
+                        raise (InputError if err.input_problem else RunError)(err.message) from None
+                    except BrokenProcessPool:
+                        broken = True
+                        continue
+                    del pending[future]
+                    yield result
+                    if not broken:
+                        submit_next()
+            if broken:                      # keep what finished before the pool broke; the rest is lost
+                wait(pending)
+                for future, index in sorted(pending.items(), key=lambda kv: kv[1]):
+                    if future.exception() is None:
+                        yield future.result()
+                    else:
+                        lost.append(index)
+        finally:
+            pool.shutdown(wait=not broken, cancel_futures=True)
+        remaining = list(feed)
+        if alone:
+            suspects = remaining
+            for index in lost:
+                logger.error("spectrum %d: %s", index, WORKER_DIED[len("error: "):])
+                yield index, {"metadata": {"diffms_status": WORKER_DIED}, "removed": []}
+        else:
+            queue = remaining
+            if lost:
+                logger.warning("a worker process died; retrying spectra %s one at a time", lost)
+                suspects = lost
 
 
 # ================================================================================================ plugins' commands

@@ -199,8 +199,6 @@ def test_element_count_above_the_encoder_limit(tiny_weights):
     assert status_code(status) == "too_many_atoms" and "up to 255" in status, status
 
 
-@pytest.mark.xfail(strict=True, reason="model/tokens.py formula_vector('') raises FormulaError for a peak explained "
-                                       "by the bare adduct ion; the reference embeds it as an all-zero formula")
 def test_peak_at_the_bare_adduct_mass(tiny_weights):
     """A proton peak (m/z 1.00728 for [M+H]+) or Na+ peak (22.98922 for [M+Na]+) gets the empty subformula."""
     annotator = DiffMSAnnotator.from_pretrained(str(tiny_weights), n_samples=4, steps=2, seed=0)

@@ -31,6 +31,15 @@ class PidAnnotator(DiffMSAnnotator):
         return out
 
 
+class CrashAnnotator(DiffMSAnnotator):
+    """Kills its worker process (like a segfault or the out-of-memory killer) on the spectrum at position 10."""
+
+    def annotate(self, spectrum, index=None):
+        if index == 10 and multiprocessing.parent_process() is not None:
+            os._exit(139)
+        return super().annotate(spectrum, index=index)
+
+
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
     return make_tiny_weights(tmp_path_factory.mktemp("weights") / "tiny")
@@ -69,8 +78,9 @@ def test_workers_use_n_processes_and_give_the_result_of_one(library, tiny_weight
 
 def test_processes_in_one_folder_do_not_interfere(library, tiny_weights, tmp_path):
     """Two runs with different outputs in one folder both succeed; a third run started at the same time on the
-    same OUTPUT as the first either finishes on its own or stops with a one-line error -- it never shares the
-    first run's checkpoint."""
+    same OUTPUT as the first either finishes on its own or stops with a one-line error (exit 2 when it sees the
+    other run's checkpoint at its start, exit 1 when that appears while it works) -- it never shares the first
+    run's checkpoint."""
     folder = tmp_path / "shared"
     folder.mkdir()
     outs = [folder / "a.json", folder / "b.json", folder / "a.json"]
@@ -78,15 +88,31 @@ def test_processes_in_one_folder_do_not_interfere(library, tiny_weights, tmp_pat
                               env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for out in outs]
     results = [p.communicate(timeout=300) for p in procs]
-    for i, (proc, (stdout, stderr)) in enumerate(zip(procs, results)):
+    for proc, (stdout, stderr) in zip(procs, results):
         assert_no_traceback(stderr)
-        if i < 2:
-            assert proc.returncode == 0, stderr
-        elif proc.returncode != 0:
-            assert proc.returncode == 1 and stderr.strip().endswith("give each run its own OUTPUT"), stderr
+        if proc.returncode != 0:          # refused, early (checkpoint seen at start) or at its first record
+            assert (proc.returncode, stderr.strip().endswith("give each run its own OUTPUT")) == (1, True) or \
+                (proc.returncode, "a checkpoint of an unfinished run exists" in stderr) == (2, True), stderr
             assert len(stderr.strip().splitlines()) == 1, stderr
+    assert procs[1].returncode == 0                              # b.json: nobody else writes it
+    assert 0 in (procs[0].returncode, procs[2].returncode)       # one of the two a.json runs finished
     assert sorted(p.name for p in folder.iterdir()) == ["a.json", "b.json"]     # no checkpoints or temporaries
     a, b = parsed_output(outs[0]), parsed_output(outs[1])
     assert len(a) == N and a == b
     annotate(library, tmp_path / "alone.json", tiny_weights)
     assert parsed_output(tmp_path / "alone.json") == a
+
+
+def test_a_worker_that_dies_costs_one_spectrum_not_the_run(library, tiny_weights, tmp_path, monkeypatch):
+    """A worker process killed while annotating (segfault, out-of-memory kill) neither stops nor hangs the run:
+    that spectrum gets an ``error`` status, every other spectrum its normal result."""
+    monkeypatch.setattr(cli, "annotator_class", lambda: CrashAnnotator)
+    result = annotate(library, tmp_path / "crash.json", tiny_weights, "--workers", "2")
+    assert_no_traceback(result.output)
+    assert "worker process died" in result.stderr
+    crashed = parsed_output(tmp_path / "crash.json")
+    monkeypatch.setattr(cli, "annotator_class", lambda: DiffMSAnnotator)
+    annotate(library, tmp_path / "normal.json", tiny_weights)
+    normal = parsed_output(tmp_path / "normal.json")
+    assert crashed[10]["diffms_status"] == cli.WORKER_DIED
+    assert crashed[:10] + crashed[11:] == normal[:10] + normal[11:]

@@ -274,3 +274,21 @@ def test_early_stop_is_off_by_default_and_exact():
     assert torch.equal(a, b) and len(seen) == 40 and seen[0] == (0, 500) and model.decoder.calls == 80
     import inspect
     assert inspect.signature(DiffMS.sample).parameters["early_stop"].default is None
+
+
+def test_early_stop_rule_validation():
+    for bad in ({"top_k": 0}, {"patience": 0}, {"check_every": 0}, {"min_fraction": 1.5}):
+        with pytest.raises(ValueError, match="early stopping"):
+            EarlyStop(**bad)
+
+
+def test_eigen_solver_thread_setting_restored():
+    """The features run the eigen-decomposition on one thread and restore the caller's thread count."""
+    X, mask = atoms_batch(OWN, 3, 6)
+    _, E, _, _, _ = random_graphs(OWN, 3, 6, seed=1)
+    torch.set_num_threads(2)
+    a = network_input(X, E, torch.zeros(3, OWN.cond_dim), mask, 0.5, OWN, torch.Generator().manual_seed(0))
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)
+    b = network_input(X, E, torch.zeros(3, OWN.cond_dim), mask, 0.5, OWN, torch.Generator().manual_seed(0))
+    assert all(torch.equal(u, v) for u, v in zip(a, b))

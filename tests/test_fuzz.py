@@ -165,11 +165,6 @@ adduct_text = st.one_of(st.none(), st.sampled_from(sorted(SUPPORTED_ADDUCTS)), s
 BAD_VALUES = [math.nan, math.inf, -1.0]
 
 
-# A peak at the bare adduct ion's m/z gets the empty subformula, which model/tokens.py cannot encode yet (an
-# "error" status, not a crash); tracked by the strict xfail test in test_bad_input.py.
-KNOWN_EMPTY_FRAGMENT_ISSUE = "error: FormulaError: empty formula"
-
-
 @st.composite
 def spectra(draw):
     """Mostly clean peaks (so that many examples reach the model), sometimes one bad value."""
@@ -206,8 +201,6 @@ def spectra(draw):
 def test_spectrum_to_candidates_never_raises(annotator, spectrum):
     out = annotator.annotate(spectrum)
     status = out.get("diffms_status")
-    if status == KNOWN_EMPTY_FRAGMENT_ISSUE:      # see test_bad_input.py::test_peak_at_the_bare_adduct_mass
-        return
     assert status_code(status) in STATUS_CODES and status_code(status) != "error", status
     ann = read_annotation(out)
     assert isinstance(json.loads(out.get("diffms_candidates")), list)

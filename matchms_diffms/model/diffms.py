@@ -56,6 +56,11 @@ class EarlyStop:
     check_every: int = 1
     min_fraction: float = 0.0
 
+    def __post_init__(self):
+        if self.top_k < 1 or self.patience < 1 or self.check_every < 1 or not 0 <= self.min_fraction <= 1:
+            raise ValueError(f"invalid early stopping rule {self}: top_k, patience and check_every must be >= 1, "
+                             "min_fraction in [0, 1]")
+
     def monitor(self, atom_types: list[str], n_steps: int):
         """A ``reverse_sample`` monitor for one spectrum; its ``stopped_at`` is the step index or None."""
         return _TopKMonitor(self, list(atom_types), n_steps)
@@ -100,6 +105,7 @@ class DiffMS(nn.Module):
         self.merge_function = nn.Linear(config.fp_sizes[-1], config.cond_dim)
         self.decoder = GraphTransformer(config)
         self.schedule = NoiseSchedule(config.diffusion_steps)  # not a module: no state-dict keys
+        self.last_stop: int | None = None                       # step index of the last early stop
 
     # ---------------------------------------------------------------- spectrum -> y
     def encode(self, tokens: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -78,7 +78,12 @@ def formula_vector(text: str) -> np.ndarray:
     ValueError
         If the formula cannot be parsed, has an element outside the 18, or a count outside 0..255
         (the pos-cos embedding has no row for it).
+
+    The empty string is the empty sub-formula: a peak explained by the bare adduct ion (e.g. the proton
+    at m/z 1.00728 for [M+H]+), which the reference embeds as an all-zero formula.
     """
+    if not text:
+        return np.zeros(len(ELEMENTS), dtype=np.int64)
     vec = Formula.parse(text).vector18()                                   # (18,) int64
     _check_counts(vec, text)
     return vec
