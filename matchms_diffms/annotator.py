@@ -518,7 +518,8 @@ class DiffMSAnnotator:
         from .model.tokens import collate, tokens_from_annotation
 
         tokens = collate([tokens_from_annotation(annotation, self.config.adducts)])   # one spectrum, no padding
-        fp, y = self.model.encode(tokens)                                              # (1, 4096), (1, cond)
+        with torch.inference_mode():
+            fp, y = self.model.encode(tokens)                                          # (1, fp bits), (1, cond)
         return fp, y
 
     def _molecules(self, atoms: list[str], adj: np.ndarray, formula):
