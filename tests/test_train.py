@@ -463,3 +463,41 @@ def test_decoder_overfits_four_molecules(tmp_path, tiny_json):
     trained, fresh = mean_loss(model.decoder), mean_loss(GraphTransformer(cfg))
     entropy = float(-(m * torch.log(m.clamp(min=1e-12))).sum())     # 0 log 0 = 0 (no triple bond here)
     assert trained < 0.8 * entropy and trained < 0.5 * fresh, (trained, entropy, fresh)
+
+
+# ------------------------------------------------------------------------------------------ assemble
+def test_assemble_joins_encoder_and_decoder_with_the_fold_map(tmp_path):
+    import torch
+
+    from matchms_diffms.weights import load_weights_dir
+    from reliability_helpers import make_tiny_weights
+
+    enc_dir = make_tiny_weights(tmp_path / "enc", seed=1)
+    dec_dir = make_tiny_weights(tmp_path / "dec", seed=2)
+    result = CliRunner().invoke(train_group, ["assemble", "--encoder", str(enc_dir),
+                                                   "--decoder", str(dec_dir), "-o", str(tmp_path / "joined"),
+                                                   "--default-steps", "10"])
+    assert result.exit_code == 0, result.output
+    joined, info = load_weights_dir(tmp_path / "joined")
+    enc, _ = load_weights_dir(enc_dir)
+    dec, _ = load_weights_dir(dec_dir)
+    for a, b in zip(joined.encoder.state_dict().values(), enc.encoder.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(joined.decoder.state_dict().values(), dec.decoder.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not torch.equal(joined.decoder.mlp_in_X[0].weight, enc.decoder.mlp_in_X[0].weight)
+    W = joined.merge_function.weight                       # fold map: bit j of y = sum of bits j + k*cond
+    cond = joined.config.cond_dim
+    assert torch.equal(W.sum(dim=1), torch.full((cond,), W.shape[1] / cond))
+    assert joined.config.default_sampling_steps == 10
+    assert info["merge"] == "fold map"
+
+
+def test_assemble_refuses_swapped_parts_with_one_line(tmp_path):
+    from reliability_helpers import make_tiny_weights
+
+    enc_dir = make_tiny_weights(tmp_path / "enc", seed=1)
+    result = CliRunner().invoke(train_group, ["assemble", "--encoder", str(enc_dir),
+                                                   "--decoder", str(tmp_path), "-o", str(tmp_path / "joined")])
+    assert result.exit_code != 0
+    assert "neither a weights folder nor a run folder" in result.output
