@@ -47,6 +47,7 @@ format keeps them, see :func:`read_annotation`):
 ``diffms_seed``             base seed
 ``diffms_n_valid``          valid samples (all formulas)
 ``diffms_n_formula_match``  valid samples with exactly the formula (all formulas)
+``diffms_n_completed``      samples completed into a formula-exact molecule (``complete=True``)
 ``diffms_seconds``          wall time for this spectrum
 ==========================  ======================================================================
 """
@@ -76,7 +77,7 @@ STATUS_CODES = ("ok", "no_peaks", "invalid_peaks", "no_formula", "invalid_formul
 METADATA_KEYS = ("diffms_status", "diffms_smiles", "diffms_inchikey", "diffms_score", "diffms_candidates",
                  "diffms_formula", "diffms_formula_source", "diffms_adduct", "diffms_adduct_assumed",
                  "diffms_model", "diffms_n_samples", "diffms_steps", "diffms_seed", "diffms_n_valid",
-                 "diffms_n_formula_match", "diffms_seconds")
+                 "diffms_n_formula_match", "diffms_n_completed", "diffms_seconds")
 
 _ID_KEYS = ("spectrum_id", "feature_id", "title", "scans", "compound_name")
 SUBFORMULA_PPM = 20.0
@@ -111,6 +112,7 @@ class FormulaResult:
     annotated_peaks: int = 0
     n_valid: int = 0
     n_formula_match: int = 0
+    n_completed: int = 0
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -233,6 +235,7 @@ def read_annotation(spectrum_or_metadata) -> dict:
            "model": get("diffms_model"), "n_samples": _as_int(get("diffms_n_samples")),
            "steps": _as_int(get("diffms_steps")), "seed": _as_int(get("diffms_seed")),
            "n_valid": _as_int(get("diffms_n_valid")), "n_formula_match": _as_int(get("diffms_n_formula_match")),
+           "n_completed": _as_int(get("diffms_n_completed")),
            "seconds": _as_float(get("diffms_seconds"))}
     for c in out["candidates"]:
         for k in ("score", "tanimoto", "frequency", "raw_score"):
@@ -272,12 +275,16 @@ class DiffMSAnnotator:
         Score calibration (default: ``calibration.json`` beside the weights, else identity).
     subformula_ppm
         Tolerance of the subformula assignment of peaks (20 ppm, as DiffMS's data preparation).
+    complete
+        Turn samples that are not valid formula-exact molecules into such molecules around their bonds
+        (``chem.repair.complete_to_formula``; counted in ``diffms_n_completed``). ``False`` keeps only samples
+        that are formula-exact as sampled (the official DiffMS behaviour plus the formula filter).
     """
 
     def __init__(self, model, info: dict, *, n_samples: int = 100, steps: int | None = None, top_k: int = 10,
                  seed: int | None = None, max_formulas: int = 3, batch_size: int = 16,
                  formula_context: dict | None = None, calibration: Calibration | None = None,
-                 subformula_ppm: float = SUBFORMULA_PPM):
+                 subformula_ppm: float = SUBFORMULA_PPM, complete: bool = True):
         if n_samples < 1 or top_k < 1 or max_formulas < 1 or batch_size < 1:
             raise ValueError("n_samples, top_k, max_formulas and batch_size must be >= 1")
         if steps is not None and not 1 <= steps <= model.config.diffusion_steps:
@@ -293,6 +300,7 @@ class DiffMSAnnotator:
         self.max_formulas = int(max_formulas)
         self.batch_size = int(batch_size)
         self.subformula_ppm = float(subformula_ppm)
+        self.complete = bool(complete)
         self.formula_context = dict(formula_context or {})
         self.calibration = calibration if calibration is not None else Calibration.for_weights(info.get("path"))
         self.model_id = f"{self.info.get('name', 'unknown')}@{str(self.info.get('sha256', ''))[:12]}"
@@ -375,6 +383,7 @@ class DiffMSAnnotator:
         out.set("diffms_seed", self.seed)
         out.set("diffms_n_valid", 0)
         out.set("diffms_n_formula_match", 0)
+        out.set("diffms_n_completed", 0)
 
     def _formula_candidates(self, spectrum) -> list:
         from .chem.adducts import UnsupportedAdductError
@@ -401,6 +410,7 @@ class DiffMSAnnotator:
         merged = merge_ranked(lists, self.top_k)
         out.set("diffms_n_valid", sum(r.n_valid for r in results))
         out.set("diffms_n_formula_match", sum(r.n_formula_match for r in results))
+        out.set("diffms_n_completed", sum(r.n_completed for r in results))
         if merged:
             top = merged[0]
             chosen = next(r for r in results if r.ranked and top in r.ranked)
@@ -434,13 +444,15 @@ class DiffMSAnnotator:
             gen = torch.Generator().manual_seed(derive_seed(self.seed, key, cand.formula.hill(), cand.adduct.name))
             adj = self.model.sample(atoms, y[0], n_samples=self.n_samples, steps=self.steps, generator=gen)
             result.sampled = True
-            valid, matching = self._molecules(atoms, adj, cand.formula)
-            result.n_valid, result.n_formula_match = len(valid), len(matching)
+            valid, matching, completed = self._molecules(atoms, adj, cand.formula,
+                                                         derive_seed(self.seed, key, "complete"))
+            result.n_valid, result.n_formula_match = len(valid), len(matching) - completed
+            result.n_completed = completed
             if not matching:
                 raise Skip("no_valid_candidates",
                            f"{len(valid)} of {self.n_samples} samples valid, none with formula {cand.formula.hill()}")
             result.ranked = rank_candidates(matching, fp[0], cand.formula, top_k=self.top_k,
-                                            calibration=self.calibration, n_valid=len(valid))
+                                            calibration=self.calibration, n_valid=len(matching))
             if result.annotated_peaks == 0:
                 result.status = (f"no_annotated_peaks: no peak matched a subformula of {cand.formula.hill()} "
                                  f"within {self.subformula_ppm:g} ppm; only the precursor formula was encoded")
@@ -522,22 +534,29 @@ class DiffMSAnnotator:
             fp, y = self.model.encode(tokens)                                          # (1, fp bits), (1, cond)
         return fp, y
 
-    def _molecules(self, atoms: list[str], adj: np.ndarray, formula):
-        """Valid molecules of the samples (sanitize, one fragment, net charge 0), and those with exactly
-        ``formula`` (hydrogens included)."""
+    def _molecules(self, atoms: list[str], adj: np.ndarray, formula, seed: int):
+        """Valid molecules of the samples (sanitize, one fragment, net charge 0), the formula-exact ones
+        (hydrogens included), and how many of those were completed from an unusable sample."""
         from rdkit import Chem
 
         from .chem.molecules import check_molecule, graph_to_mol, matches_formula
+        from .chem.repair import complete_to_formula
 
-        valid, matching = [], []
-        for sample in adj:                                   # (n, n) bond classes
+        valid, matching, completed = [], [], 0
+        for k, sample in enumerate(adj):                     # (n, n) bond classes
             res = check_molecule(graph_to_mol(atoms, sample))
-            if not res.is_valid or res.num_fragments != 1 or Chem.GetFormalCharge(res.mol) != 0:
-                continue
-            valid.append(res.mol)
-            if matches_formula(res.mol, formula):
-                matching.append(res.mol)
-        return valid, matching
+            ok = res.is_valid and res.num_fragments == 1 and Chem.GetFormalCharge(res.mol) == 0
+            if ok:
+                valid.append(res.mol)
+                if matches_formula(res.mol, formula):
+                    matching.append(res.mol)
+                    continue
+            if self.complete:
+                mol = complete_to_formula(atoms, sample, formula, seed=seed + k)
+                if mol is not None:
+                    matching.append(mol)
+                    completed += 1
+        return valid, matching, completed
 
 
 __all__ = ["DiffMSAnnotator", "STATUS_CODES", "METADATA_KEYS", "read_annotation", "read_candidates",

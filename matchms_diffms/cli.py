@@ -129,6 +129,10 @@ def _parse_shard(ctx, param, value):
               help="Spectra taken at a time by the annotator (memory only; results do not depend on it).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes; each loads the model once. The output is identical for any number.")
+@click.option("--complete/--no-complete", default=True, show_default=True,
+              help="Complete samples that are not valid formula-exact molecules into such molecules around "
+                   "their bonds (counted in diffms_n_completed). --no-complete keeps only samples that are "
+                   "formula-exact as drawn, like official DiffMS plus a formula filter.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch threads of the annotating process (default: torch's choice; workers use 1 each). "
                    "On a busy machine 1 is often fastest.")
@@ -146,8 +150,8 @@ def _parse_shard(ctx, param, value):
               show_default=True, help="Verbosity of the log (on stderr).")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar on stderr.")
-def annotate_command(input_path, output_path, weights, samples, steps, top_k, seed, batch_size, workers, threads,
-                     resume, shard, max_formulas, log_level, progress):
+def annotate_command(input_path, output_path, weights, samples, steps, top_k, seed, batch_size, workers, complete,
+                     threads, resume, shard, max_formulas, log_level, progress):
     """Annotate the spectra of INPUT with DiffMS structure candidates and write OUTPUT.
 
     INPUT is a spectrum file read with matchms: .mgf, .msp, .json (matchms/GNPS JSON), .mzML or .mzXML
@@ -177,7 +181,7 @@ def annotate_command(input_path, output_path, weights, samples, steps, top_k, se
     with _logging_to_stderr(log_level.upper()):
         _annotate(input_path=input_path, output_path=output_path, weights=weights, samples=samples, steps=steps,
                   top_k=top_k, seed=seed, batch_size=batch_size, workers=workers, resume=resume, shard=shard,
-                  max_formulas=max_formulas, progress=progress)
+                  max_formulas=max_formulas, progress=progress, complete=complete)
 
 
 @contextlib.contextmanager
@@ -203,7 +207,7 @@ def _logging_to_stderr(level: str):
 
 
 def _annotate(*, input_path: Path, output_path: Path, weights, samples, steps, top_k, seed, batch_size, workers,
-              resume, shard, max_formulas, progress):
+              resume, shard, max_formulas, progress, complete=True):
     """The ``annotate`` command without its click layer (raises InputError / RunError)."""
     writer = _check_paths(input_path, output_path)
     checkpoint_path = checkpoint_path_for(output_path)
@@ -216,7 +220,7 @@ def _annotate(*, input_path: Path, output_path: Path, weights, samples, steps, t
     selected = [i for i in range(n_total) if i % shard_n == shard_i]
 
     settings = {"weights": str(weights), "samples": samples, "steps": steps, "top_k": top_k,
-                "max_formulas": max_formulas, "shard": f"{shard_i}/{shard_n}"}
+                "max_formulas": max_formulas, "complete": complete, "shard": f"{shard_i}/{shard_n}"}
     header = {"format": CHECKPOINT_FORMAT, "input": str(input_path.resolve()), "input_sha256": _sha256(input_path),
               "n_spectra": n_total, "seed": seed, "settings": settings}
     done: dict[int, dict] = {}
@@ -230,7 +234,8 @@ def _annotate(*, input_path: Path, output_path: Path, weights, samples, steps, t
 
     todo = [i for i in selected if i not in done]
     if todo:
-        options = {"n_samples": samples, "steps": steps, "top_k": top_k, "seed": seed, "max_formulas": max_formulas}
+        options = {"n_samples": samples, "steps": steps, "top_k": top_k, "seed": seed, "max_formulas": max_formulas,
+                   "complete": complete}
         if batch_size is not None:
             options["batch_size"] = batch_size
         sink = _Checkpoint(checkpoint_path, None if resuming else header)

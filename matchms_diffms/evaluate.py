@@ -285,108 +285,6 @@ def evaluate_predictions(true_smiles: Sequence[str], predictions: Sequence[Seque
 
 # ----------------------------------------------------------------------------------------------- baseline
 # Neutral valences tried for each element, lowest first (P and S may be hypervalent).
-_VALENCES = {"C": (4,), "N": (3,), "O": (2,), "S": (2, 4, 6), "P": (3, 5), "F": (1,), "Cl": (1,),
-             "Br": (1,), "I": (1,), "B": (3,), "Si": (4,), "Se": (2, 4, 6), "As": (3, 5)}
-_BOND_TYPES = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
-
-
-def _element_valences(symbol: str) -> tuple[int, ...]:
-    if symbol in _VALENCES:
-        return _VALENCES[symbol]
-    allowed = tuple(v for v in Chem.GetPeriodicTable().GetValenceList(symbol) if v > 0)
-    if not allowed:
-        raise ValueError(f"element {symbol} has no neutral valence usable for a random molecule")
-    return allowed
-
-
-def _choose_valences(atoms: list[str], n_h: int, rng: random.Random) -> list[int] | None:
-    """Valence per heavy atom so that the heavy-atom bond-order sum ``(sum(v) - H) / 2`` is an integer
-    that can connect all atoms (at least n - 1); ``None`` if no choice works."""
-    options = [_element_valences(a) for a in atoms]
-    valences = [o[0] for o in options]
-    need = sum(valences) - n_h
-    if need % 2:                      # every valence option differs by an even number: parity is fixed
-        return None
-    expandable = [i for i, o in enumerate(options) if len(o) > 1]
-    while need // 2 < len(atoms) - 1:  # too many hydrogens for a connected graph: raise P/S valences
-        rng.shuffle(expandable)
-        for i in expandable:
-            higher = [v for v in options[i] if v > valences[i]]
-            if higher:
-                need += higher[0] - valences[i]
-                valences[i] = higher[0]
-                break
-        else:
-            return None
-    return valences
-
-
-def _random_graph(valences: list[int], n_bonds: int, rng: random.Random) -> dict | None:
-    """Random connected multigraph as ``{(i, j): order}`` with ``sum(orders) == n_bonds`` respecting the
-    valences (orders 1..3); ``None`` when this attempt got stuck."""
-    n = len(valences)
-    free = list(valences)
-    bonds: dict[tuple[int, int], int] = {}
-    multi = [i for i in range(n) if valences[i] > 1]
-    single = [i for i in range(n) if valences[i] == 1]
-    rng.shuffle(multi)
-    rng.shuffle(single)
-    order = multi + single            # multivalent atoms first: they keep the tree growable
-    placed = [order[0]]
-    for atom in order[1:]:           # random spanning tree
-        hosts = [p for p in placed if free[p] > 0]
-        if not hosts:
-            return None
-        host = rng.choice(hosts)
-        bonds[(min(atom, host), max(atom, host))] = 1
-        free[atom] -= 1
-        free[host] -= 1
-        placed.append(atom)
-    extra = n_bonds - (n - 1)
-    tries = 0
-    while extra > 0:                 # add ring bonds or raise bond orders, one order at a time
-        tries += 1
-        if tries > 50 * (extra + n):
-            return None
-        open_atoms = [i for i in range(n) if free[i] > 0]
-        if len(open_atoms) < 2:
-            return None
-        upgradable = [b for b, o in bonds.items() if o < 3 and free[b[0]] > 0 and free[b[1]] > 0]
-        if upgradable and rng.random() < 0.5:
-            pair = rng.choice(upgradable)
-        else:
-            i, j = rng.sample(open_atoms, 2)
-            pair = (min(i, j), max(i, j))
-            if bonds.get(pair, 0) >= 3:
-                continue
-        bonds[pair] = bonds.get(pair, 0) + 1
-        free[pair[0]] -= 1
-        free[pair[1]] -= 1
-        extra -= 1
-    return bonds
-
-
-def _build_mol(atoms: list[str], valences: list[int], bonds: dict) -> Chem.Mol | None:
-    mol = Chem.RWMol()
-    used = [0] * len(atoms)
-    for (i, j), o in bonds.items():
-        used[i] += o
-        used[j] += o
-    for symbol, v, u in zip(atoms, valences, used):
-        atom = Chem.Atom(symbol)
-        atom.SetNoImplicit(True)
-        atom.SetNumExplicitHs(v - u)
-        mol.AddAtom(atom)
-    for (i, j), o in bonds.items():
-        mol.AddBond(i, j, _BOND_TYPES[o])
-    blocker = rdBase.BlockLogs()  # noqa: F841
-    try:
-        Chem.SanitizeMol(mol)
-    except (Chem.rdchem.MolSanitizeException, ValueError, RuntimeError):
-        return None
-    return mol.GetMol()
-
-
 def random_formula_baseline(formula: str, k: int, seed: int | None = None,
                             max_attempts: int | None = None) -> list[str]:
     """Up to ``k`` distinct random valid single-fragment molecules with exactly ``formula``.
@@ -416,40 +314,27 @@ def random_formula_baseline(formula: str, k: int, seed: int | None = None,
         the attempts (e.g. ``CH4``); empty when no neutral closed-shell single-fragment molecule exists with
         these valences (odd electron count, too many hydrogens, no heavy atom).
     """
-    counts = formula_counts(formula)
-    n_h = counts.pop("H", 0)
-    atoms = [el for el in sorted(counts) for _ in range(counts[el])]
-    if not atoms or k <= 0:
+    from .chem.formula import Formula, FormulaError
+    from .chem.repair import choose_valences, random_formula_molecule
+
+    try:
+        parsed = Formula.parse(formula)
+    except FormulaError:
         return []
     rng = random.Random(seed)
-    target_counts = dict(counts, H=n_h) if n_h else dict(counts)
+    if k <= 0 or not parsed.heavy_atoms() or choose_valences(parsed.heavy_atoms(), parsed.counts.get("H", 0),
+                                                             random.Random(0)) is None:
+        return []
     found: list[str] = []
     seen: set[str] = set()
     attempts = max_attempts if max_attempts is not None else 30 * k + 30
     for _ in range(attempts):
         if len(found) >= k:
             break
-        valences = _choose_valences(atoms, n_h, rng)
-        if valences is None:
-            return []
-        n_bonds = (sum(valences) - n_h) // 2
-        if len(atoms) == 1:
-            bonds: dict | None = {}
-            if n_bonds != 0:
-                return []
-        else:
-            bonds = _random_graph(valences, n_bonds, rng)
-        if bonds is None:
-            continue
-        mol = _build_mol(atoms, valences, bonds)
+        mol = random_formula_molecule(parsed, rng)
         if mol is None:
             continue
         smiles = Chem.MolToSmiles(mol)
-        check = parse_smiles(smiles)
-        if check is None or len(Chem.GetMolFrags(check)) != 1:
-            continue
-        if formula_counts(mol_formula(check)) != target_counts:
-            continue
         if smiles not in seen:
             seen.add(smiles)
             found.append(smiles)
@@ -520,7 +405,7 @@ def _true_formula(spectrum) -> str:
 def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: int | None = None,
                   top_k: int = 10, seed: int | None = 0, one_per_structure: bool = True,
                   limit: int | None = None, compute_mces: bool = True, mces_time_limit: float | None = None,
-                  details: list | None = None, ionmode: str | None = None) -> dict:
+                  details: list | None = None, ionmode: str | None = None, complete: bool = True) -> dict:
     """Annotate the labelled spectra of ``path`` and compute the MassSpecGym metrics.
 
     Parameters
@@ -557,7 +442,7 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
         from .annotator import DiffMSAnnotator
 
         annotator = DiffMSAnnotator.from_pretrained(weights, n_samples=n_samples, steps=steps, top_k=top_k,
-                                                    seed=seed)
+                                                    seed=seed, complete=complete)
         annotated = list(annotator.annotate_many(spectra))
         predictions = [_candidate_smiles(s) for s in annotated]
     seconds = (time.perf_counter() - start) / len(spectra) if spectra else None
@@ -573,7 +458,8 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
                             "predictions": list(preds), **metrics})
     result = aggregate(per, seconds)
     result.update(weights=weights, n_samples=None if weights == RANDOM_BASELINE else n_samples, steps=steps,
-                  top_k=top_k, seed=seed, one_per_structure=one_per_structure, ionmode=ionmode, file=str(path),
+                  top_k=top_k, seed=seed, one_per_structure=one_per_structure, ionmode=ionmode,
+                  complete=complete if weights != RANDOM_BASELINE else None, file=str(path),
                   mces_seconds=mces.seconds if mces is not None else None,
                   mces_solver=mces.solver if mces is not None else None,
                   mces_errors=mces.n_errors if mces is not None else None)
@@ -618,17 +504,19 @@ def _json_safe(value):
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--all-spectra", is_flag=True, help="Keep every spectrum, not one per structure.")
 @click.option("--no-mces", is_flag=True, help="Skip the (slow) MCES metric.")
+@click.option("--complete/--no-complete", default=True, show_default=True,
+              help="Complete unusable samples into formula-exact molecules (see 'annotate --help').")
 @click.option("--ionmode", type=click.Choice(["positive", "negative"]), default=None,
               help="Evaluate only spectra of this polarity.")
 @click.option("--details", type=click.Path(dir_okay=False), default=None,
               help="Also write per-spectrum predictions and metrics to this JSON file.")
-def evaluate_command(file, weights, output, n_samples, steps, top_k, limit, seed, all_spectra, no_mces, ionmode,
-                     details):
+def evaluate_command(file, weights, output, n_samples, steps, top_k, limit, seed, all_spectra, no_mces, complete,
+                     ionmode, details):
     """Evaluate de novo annotation of the labelled spectra in FILE (MassSpecGym metrics)."""
     rows: list | None = [] if details else None
     result = evaluate_file(file, weights=weights, n_samples=n_samples, steps=steps, top_k=top_k, seed=seed,
                            one_per_structure=not all_spectra, limit=limit, compute_mces=not no_mces,
-                           details=rows, ionmode=ionmode)
+                           details=rows, ionmode=ionmode, complete=complete)
     _write_json(_json_safe(result), Path(output))
     if details:
         _write_json(_json_safe({"metrics": result, "spectra": rows}), Path(details))

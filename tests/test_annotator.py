@@ -88,7 +88,7 @@ def spectrum(formula="C2H6O", adduct="[M+H]+", mz=(29.03858, 31.01784, 47.04914)
 # ------------------------------------------------------------------------------------------ happy path
 def test_annotates_a_clone_with_the_contract_metadata():
     model = FakeModel()
-    ann = make_annotator(model)
+    ann = make_annotator(model, complete=False)       # counts as sampled (completion: see the test below)
     s = spectrum()
     before = s.metadata
     out = ann(s)
@@ -108,7 +108,7 @@ def test_annotates_a_clone_with_the_contract_metadata():
     assert n_valid == drawn[0] + drawn[1] + drawn[2]                  # vinyl alcohol is valid ...
     assert out.get("diffms_n_formula_match") == drawn[0] + drawn[1]   # ... but has the wrong formula
     for c in cands:
-        assert c["frequency"] == pytest.approx(c["count"] / n_valid, abs=1e-6)
+        assert c["frequency"] == pytest.approx(c["count"] / (drawn[0] + drawn[1]), abs=1e-6)
     # the predicted fingerprint is exactly COC's, so COC ranks first even if sampled less often
     assert cands[0]["smiles"] == "COC" and cands[0]["tanimoto"] == 1.0
     assert cands[0]["score"] >= cands[1]["score"]
@@ -184,7 +184,7 @@ def test_no_annotated_peaks_is_not_a_skip():
 
 
 def test_no_valid_candidates():
-    out = make_annotator(FakeModel(weights=(0, 0, 0.5, 0.3, 0.2)))(spectrum())
+    out = make_annotator(FakeModel(weights=(0, 0, 0.5, 0.3, 0.2)), complete=False)(spectrum())
     status = out.get("diffms_status")
     assert status_code(status) == "no_valid_candidates", status
     assert out.get("diffms_n_valid") > 0 and out.get("diffms_n_formula_match") == 0
@@ -204,7 +204,7 @@ def test_unexpected_error_becomes_status_and_is_logged(caplog):
 
 
 def test_none_in_none_out_and_stale_keys_removed():
-    ann = make_annotator(FakeModel(weights=(0, 0, 0.5, 0.3, 0.2)))
+    ann = make_annotator(FakeModel(weights=(0, 0, 0.5, 0.3, 0.2)), complete=False)
     assert ann(None) is None
     first = make_annotator()(spectrum())
     assert first.get("diffms_smiles")
@@ -357,3 +357,15 @@ def test_tiny_checkpoint_end_to_end(tiny_annotator_factory):
     # deterministic: a second annotator, batch size and order changed
     again = [tiny_annotator_factory(batch_size=1).annotate(s) for s in reversed(spectra)][::-1]
     assert [o.get("diffms_candidates") for o in again] == [o.get("diffms_candidates") for o in outs]
+
+
+def test_completion_turns_unusable_samples_into_formula_exact_candidates():
+    """Samples that are invalid or have the wrong H count are completed around their bonds (counted)."""
+    plain = make_annotator(FakeModel(weights=(0, 0, 0.5, 0.3, 0.2)), complete=False)(spectrum())
+    out = make_annotator(FakeModel(weights=(0, 0, 0.5, 0.3, 0.2)))(spectrum())
+    assert status_code(plain.get("diffms_status")) == "no_valid_candidates"
+    assert out.get("diffms_status") == "ok"
+    assert out.get("diffms_n_formula_match") == 0 and out.get("diffms_n_completed") == 50
+    cands = read_candidates(out.get("diffms_candidates"))
+    assert {c["smiles"] for c in cands} <= {"CCO", "COC"}
+    assert all(c["formula"] == "C2H6O" for c in cands)

@@ -215,7 +215,7 @@ def test_evaluate_file_reads_annotator_candidates(monkeypatch, name):
     monkeypatch.setitem(sys.modules, "matchms_diffms.annotator", fake)
     res = ev.evaluate_file(FIXTURES / "massbank_small.mgf", weights=name, n_samples=7, steps=3, top_k=5,
                            seed=11, compute_mces=False)
-    assert _FakeAnnotator.calls == {"name": name, "n_samples": 7, "steps": 3, "top_k": 5, "seed": 11}
+    assert _FakeAnnotator.calls == {"name": name, "n_samples": 7, "steps": 3, "top_k": 5, "seed": 11, "complete": True}
     assert res["top1_accuracy"] == 0.0 and res["top10_accuracy"] == 1.0
     assert res["validity"] == 1.0 and res["formula_match"] == 0.5
     assert res["status_counts"] == {"ok": 3}

@@ -180,7 +180,11 @@ def check_molecule(mol: "Chem.Mol | None") -> MolCheck:
             Chem.SanitizeMol(work)
     except Chem.MolSanitizeException as exc:   # the exception class name is part of the result
         return MolCheck(None, None, False, type(exc).__name__, None)
-    frags = Chem.GetMolFrags(work, asMols=True, sanitizeFrags=True)
+    try:
+        with rdBase.BlockLogs():
+            frags = Chem.GetMolFrags(work, asMols=True, sanitizeFrags=True)
+    except Chem.MolSanitizeException as exc:   # a fragment that does not sanitize on its own: invalid
+        return MolCheck(work, Chem.MolToSmiles(work), False, type(exc).__name__, len(Chem.GetMolFrags(work)))
     return MolCheck(work, Chem.MolToSmiles(work), len(frags) <= 1, None, len(frags))
 
 
