@@ -479,9 +479,9 @@ class DiffMSAnnotator:
         n = formula.n_heavy
         if n < 2:
             raise Skip("too_few_atoms", f"{formula.hill()} has {n} heavy atom(s); at least 2 are needed")
-        if n > cfg.max_n_nodes:
+        if n > cfg.heavy_atom_limit:
             raise Skip("too_many_atoms", f"{formula.hill()} has {n} heavy atoms; the model allows at most "
-                                         f"{cfg.max_n_nodes}")
+                                         f"{cfg.heavy_atom_limit}")
         from .model.tokens import MAX_COUNT
 
         big = {el: n for el, n in formula.counts.items() if n > MAX_COUNT}

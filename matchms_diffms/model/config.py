@@ -64,7 +64,10 @@ class DiffMSConfig:
     # --- diffusion ---
     diffusion_steps: int = 500
     edge_marginals: list[float] = field(default_factory=lambda: list(MSG_EDGE_MARGINALS))
-    max_n_nodes: int = 150
+    max_n_nodes: int = 150                    # normaliser of the n / max_n_nodes input feature
+    # Largest formula (heavy atoms) the annotator accepts; None = max_n_nodes. Our weights allow more
+    # than they were trained on (sampling time grows with n squared; quality drops).
+    max_heavy_atoms: int | None = None
     # Reverse steps the annotator takes when the user sets none (skip-step sampling with the exact
     # multi-step transition); None = every step (the official DiffMS sampler).
     default_sampling_steps: int | None = None
@@ -92,6 +95,10 @@ class DiffMSConfig:
     @property
     def output_dims(self) -> dict:
         return {"X": self.n_atom_types, "E": self.n_edge_types, "y": self.cond_dim}
+
+    @property
+    def heavy_atom_limit(self) -> int:
+        return self.max_heavy_atoms or self.max_n_nodes
 
     @property
     def atom_valencies(self) -> list[int]:

@@ -196,7 +196,9 @@ def finetune_cmd(**options):
               help="Weights folder to write (model.safetensors + config.json).")
 @click.option("--default-steps", type=click.IntRange(1, 500),
               help="Reverse steps the annotator uses by default with these weights.")
-def assemble_cmd(encoder, decoder, out_dir, default_steps):
+@click.option("--max-heavy-atoms", type=click.IntRange(2),
+              help="Largest formula the annotator accepts (default: the decoder's max_n_nodes).")
+def assemble_cmd(encoder, decoder, out_dir, default_steps, max_heavy_atoms):
     """Join a trained encoder and a pretrained decoder into complete weights.
 
     The merge layer is the fold map from the encoder's fingerprint to the decoder's conditioning
@@ -205,6 +207,8 @@ def assemble_cmd(encoder, decoder, out_dir, default_steps):
     from .finetune import assemble_weights
 
     changes = {"default_sampling_steps": default_steps} if default_steps else {}
+    if max_heavy_atoms:
+        changes["max_heavy_atoms"] = max_heavy_atoms
     try:
         out = assemble_weights(encoder, decoder, out_dir, **changes)
     except ValueError as err:
