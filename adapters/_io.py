@@ -2,42 +2,32 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+
+from matchms_diffms.writers import atomic_write
 
 
 def write_text_atomic(path, write) -> None:
-    """Call ``write(fh)`` on a temporary text file beside ``path`` (UTF-8, no newline translation), then
-    rename it to ``path``; the temporary file is removed on failure."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+    """Call ``write(fh)`` on a temporary UTF-8 text file beside ``path`` (no newline translation), then
+    rename it to ``path`` (``matchms_diffms.writers.atomic_write``: fsync, permissions, ``OutputError``)."""
+    def fill(tmp):
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
             write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    atomic_write(path, fill)
 
 
-def write_file_atomic(path, write_path, suffix: str = ".tmp") -> None:
+def write_file_atomic(path, write_path) -> None:
     """Call ``write_path(tmp_path)`` (for writers that open the file themselves), then rename to ``path``.
 
     The temporary path does not exist when ``write_path`` is called (matchms writers append to or refuse
-    existing files).
+    existing files); it keeps the extension of ``path``.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=suffix)
-    os.close(fd)
-    os.remove(tmp)
-    try:
+    def fill(tmp):
+        os.remove(tmp)
         write_path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    atomic_write(path, fill)
 
 
 def write_annotated(spectra, path) -> None:

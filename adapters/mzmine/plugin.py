@@ -38,7 +38,7 @@ def save_spectra_atomic(spectra, path) -> None:
               ".json": lambda tmp: save_as_json(spectra, tmp)}
     if suffix not in savers:
         raise click.BadParameter(f"{path}: use .mgf, .msp or .json", param_hint="-o/--output")
-    write_file_atomic(path, savers[suffix], suffix=suffix)
+    write_file_atomic(path, savers[suffix])
 
 
 def load_annotated(path) -> list:

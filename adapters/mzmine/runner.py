@@ -68,12 +68,15 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from matchms_diffms.writers import OutputError
+
+from .._io import write_text_atomic
 
 logger = logging.getLogger("matchms.diffms")
 
@@ -520,16 +523,7 @@ def _set_ppm(annotator, ppm: float) -> bool:
 # ------------------------------------------------------------------------------------------------ output
 def write_json_atomic(path, data) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file in the same folder."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_text_atomic(path, lambda fh: json.dump(data, fh, ensure_ascii=True))
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -604,14 +598,14 @@ def run(args, protocol: Protocol) -> int:
     if args.output:
         try:
             write_json_atomic(args.output, results)
-        except OSError as err:
+        except (OSError, OutputError) as err:
             protocol.log(f"ERROR: cannot write the output file {args.output}: {err}")
             return 1
     scores_path = os.environ.get(ENV_SCORES, "").strip()
     if scores_path:
         try:
             write_json_atomic(scores_path, sidecar)
-        except OSError as err:
+        except (OSError, OutputError) as err:
             protocol.log(f"WARNING: cannot write the scores file {scores_path}: {err}")
     protocol.stage("finished")
     return 0
