@@ -405,7 +405,8 @@ def _true_formula(spectrum) -> str:
 def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: int | None = None,
                   top_k: int = 10, seed: int | None = 0, one_per_structure: bool = True,
                   limit: int | None = None, compute_mces: bool = True, mces_time_limit: float | None = None,
-                  details: list | None = None, ionmode: str | None = None, complete: bool = True) -> dict:
+                  details: list | None = None, ionmode: str | None = None, complete: bool = True,
+                  workers: int = 1) -> dict:
     """Annotate the labelled spectra of ``path`` and compute the MassSpecGym metrics.
 
     Parameters
@@ -424,6 +425,10 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
         Skip MCES (slow) / solver time limit per pair.
     details
         Optional list that receives one dict per spectrum (id, true SMILES, predictions, metrics).
+    workers
+        Processes that annotate contiguous parts of the spectra (one torch thread each). Every spectrum is
+        seeded from its identity, so the predictions do not depend on ``workers``; ``seconds_per_spectrum``
+        is wall time divided by the number of spectra.
 
     Returns
     -------
@@ -441,9 +446,12 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
     else:
         from .annotator import DiffMSAnnotator
 
-        annotator = DiffMSAnnotator.from_pretrained(weights, n_samples=n_samples, steps=steps, top_k=top_k,
-                                                    seed=seed, complete=complete)
-        annotated = list(annotator.annotate_many(spectra))
+        options = dict(n_samples=n_samples, steps=steps, top_k=top_k, seed=seed, complete=complete)
+        if workers > 1 and len(spectra) > 1:
+            annotated = _annotate_in_processes(weights, options, spectra, workers)
+        else:
+            annotator = DiffMSAnnotator.from_pretrained(weights, **options)
+            annotated = list(annotator.annotate_many(spectra))
         predictions = [_candidate_smiles(s) for s in annotated]
     seconds = (time.perf_counter() - start) / len(spectra) if spectra else None
 
@@ -467,6 +475,29 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
         statuses = Counter(str(s.get("diffms_status")).split(":")[0] for s in annotated)
         result["status_counts"] = dict(statuses)
     return result
+
+
+def _annotate_part(weights: str, options: dict, spectra: list) -> list:
+    """Worker process: annotate ``spectra`` in order with one torch thread."""
+    import torch
+
+    from .annotator import DiffMSAnnotator
+
+    torch.set_num_threads(1)
+    annotator = DiffMSAnnotator.from_pretrained(weights, **options)
+    return list(annotator.annotate_many(spectra))
+
+
+def _annotate_in_processes(weights: str, options: dict, spectra: list, workers: int) -> list:
+    """Annotate contiguous parts of ``spectra`` in ``workers`` spawned processes; results in input order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = min(workers, len(spectra))
+    bounds = [round(i * len(spectra) / n) for i in range(n + 1)]
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = [pool.submit(_annotate_part, weights, options, spectra[a:b]) for a, b in zip(bounds, bounds[1:])]
+        return [spectrum for part in parts for spectrum in part.result()]
 
 
 def _write_json(data: dict, path: Path) -> None:
@@ -510,13 +541,22 @@ def _json_safe(value):
               help="Evaluate only spectra of this polarity.")
 @click.option("--details", type=click.Path(dir_okay=False), default=None,
               help="Also write per-spectrum predictions and metrics to this JSON file.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Processes annotating parts of the file (one torch thread each); predictions do not change.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="torch threads of this process when --workers is 1 (default: torch's choice).")
 def evaluate_command(file, weights, output, n_samples, steps, top_k, limit, seed, all_spectra, no_mces, complete,
-                     ionmode, details):
+                     ionmode, details, workers, threads):
     """Evaluate de novo annotation of the labelled spectra in FILE (MassSpecGym metrics)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     rows: list | None = [] if details else None
     result = evaluate_file(file, weights=weights, n_samples=n_samples, steps=steps, top_k=top_k, seed=seed,
                            one_per_structure=not all_spectra, limit=limit, compute_mces=not no_mces,
-                           details=rows, ionmode=ionmode, complete=complete)
+                           details=rows, ionmode=ionmode, complete=complete, workers=workers)
+    result.update(workers=workers, threads=threads)
     _write_json(_json_safe(result), Path(output))
     if details:
         _write_json(_json_safe({"metrics": result, "spectra": rows}), Path(details))

@@ -250,3 +250,20 @@ def test_mces_failure_is_counted_not_fatal(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="matchms.diffms"):
         assert cache(ASPIRIN, SALICYLIC) == 100.0
     assert cache.n_errors == 1 and "solver exploded" in caplog.text
+
+
+def test_evaluate_workers_give_the_same_predictions(tmp_path):
+    from reliability_helpers import make_tiny_weights
+
+    weights = str(make_tiny_weights(tmp_path / "tiny"))
+    runs = {}
+    for workers in (1, 2):
+        rows: list = []
+        res = ev.evaluate_file(FIXTURES / "massbank_small.mgf", weights=weights, n_samples=6, steps=4, top_k=3,
+                               seed=2, compute_mces=False, details=rows, workers=workers)
+        runs[workers] = (res, rows)
+    (one, rows1), (two, rows2) = runs[1], runs[2]
+    assert any(r["predictions"] for r in rows1)                      # something to compare
+    assert [(r["id"], r["predictions"]) for r in rows1] == [(r["id"], r["predictions"]) for r in rows2]
+    keys = set(ev.METRIC_KEYS) - {"seconds_per_spectrum"}
+    assert {k: one.get(k) for k in keys} == {k: two.get(k) for k in keys}

@@ -136,6 +136,25 @@ def test_decoder_run_log_checkpoint_and_weights(decoder_run):
     assert all(float(w[j % 128, j]) == 1 for j in range(512))
 
 
+def test_decoder_init_from_starts_at_the_given_weights(decoder_run, tmp_path):
+    from matchms_diffms.weights import load_weights_dir
+
+    start, _ = load_weights_dir(decoder_run / "weights")
+    run = tmp_path / "cont"
+    # no --model-config: the architecture comes from the starting weights; --steps 0 exports them as loaded
+    invoke("decoder", "--out", run, "--smiles", SMI, "--exclude-mgf", VAL_MGF, "--batch-size", 4, *QUIET,
+           "--steps", 0, "--val-fraction", 0, "--init-from", decoder_run / "weights")
+    same, _ = load_weights_dir(run / "weights")
+    for k, v in start.decoder.state_dict().items():
+        assert torch.equal(v, same.decoder.state_dict()[k]), k
+    assert records(run)[0]["data"]["init_from"] == str((decoder_run / "weights").resolve())
+
+    invoke("decoder", "--out", tmp_path / "more", "--smiles", SMI, "--exclude-mgf", VAL_MGF, "--batch-size", 4,
+           *QUIET, "--steps", 2, "--val-fraction", 0, "--init-from", decoder_run / "weights")
+    moved, _ = load_weights_dir(tmp_path / "more" / "weights")
+    assert any(not torch.equal(v, moved.decoder.state_dict()[k]) for k, v in start.decoder.state_dict().items())
+
+
 def test_featurised_cache_is_plain_npz_and_reused(decoder_run, tiny_json, tmp_path):
     cache = next((decoder_run / "cache").glob("decoder-data-*.npz"))
     with np.load(cache, allow_pickle=False) as data:       # no pickled objects inside

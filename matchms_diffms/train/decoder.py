@@ -60,6 +60,7 @@ DEFAULTS = {
     "bucket": "sorted",         # none | sorted (batches of (nearly) equal graph size, see common.make_batches)
     "workers": 1,               # processes for featurisation
     "cache_dir": None,          # default RUN_DIR/cache
+    "init_from": None,          # weights folder / official checkpoint whose decoder is the starting point
 }
 
 EDGE_TYPES = 5
@@ -481,6 +482,15 @@ class DecoderTask(TrainTask):
             raise ValueError("train decoder needs molecules: --smiles FILE and/or --smiles-from-mgf FILE")
         self.device = dist.device
         base = build_model_config(cfg["model"])
+        start = None
+        if cfg.get("init_from"):
+            from .finetune import DECODER_FIELDS, load_full_model
+
+            start = load_full_model(cfg["init_from"])
+            # The architecture comes from the starting weights; the data-derived fields (edge marginals,
+            # largest graph) are recomputed from this run's molecules below.
+            base = base.replace(**{k: getattr(start.config, k) for k in DECODER_FIELDS
+                                   if k not in ("edge_marginals", "max_n_nodes")})
         graphs, is_val, summary = load_or_build_dataset(cfg, base, run_dir, dist)
         self.train_set = graphs.subset(np.flatnonzero(~is_val))
         self.val_set = graphs.subset(np.flatnonzero(is_val))
@@ -500,6 +510,10 @@ class DecoderTask(TrainTask):
         self.marginals = edge_marginals(self.config.edge_marginals).to(self.device)
         torch.manual_seed(int(cfg["seed"]))
         self.model = GraphTransformer(self.config)
+        if start is not None:
+            # Same architecture (the fields above came from it); only the data-derived marginals may differ.
+            self.model.load_state_dict(start.decoder.state_dict())
+            self.data_summary["init_from"] = str(cfg["init_from"])
 
     def batches(self, epoch: int, cfg: dict, dist: Dist) -> list[list[int]]:
         return make_batches(self.n_train, int(cfg["batch_size"]), int(cfg["seed"]), epoch,
