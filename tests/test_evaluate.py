@@ -260,10 +260,12 @@ def test_evaluate_workers_give_the_same_predictions(tmp_path):
     for workers in (1, 2):
         rows: list = []
         res = ev.evaluate_file(FIXTURES / "massbank_small.mgf", weights=weights, n_samples=6, steps=4, top_k=3,
-                               seed=2, compute_mces=False, details=rows, workers=workers)
+                               seed=2, compute_mces=True, details=rows, workers=workers)
         runs[workers] = (res, rows)
     (one, rows1), (two, rows2) = runs[1], runs[2]
     assert any(r["predictions"] for r in rows1)                      # something to compare
     assert [(r["id"], r["predictions"]) for r in rows1] == [(r["id"], r["predictions"]) for r in rows2]
     keys = set(ev.METRIC_KEYS) - {"seconds_per_spectrum"}
     assert {k: one.get(k) for k in keys} == {k: two.get(k) for k in keys}
+    assert one["top10_mces"] is not None and one["mces_errors"] == two["mces_errors"] == 0
+    assert [r["top10_mces"] for r in rows1] == [r["top10_mces"] for r in rows2]
