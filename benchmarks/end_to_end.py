@@ -69,6 +69,8 @@ def _field(block: str, key: str) -> str | None:
 def one_per_structure(blocks: list[str], limit: int) -> list[str]:
     """First spectrum of each structure (InChIKey first block), at most ``limit``."""
     out, seen = [], set()
+    if limit <= 0:
+        return out
     for b in blocks:
         key = (_field(b, "INCHIKEY") or _field(b, "SMILES") or "")[:14]
         if key and key not in seen:
@@ -206,7 +208,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--val", type=Path, default=VAL)
     ap.add_argument("--weights", default="default")
-    ap.add_argument("--n-spectra", type=int, default=50)
+    ap.add_argument("--n-spectra", type=int, default=50, help="0 skips the default-settings and baseline runs")
     ap.add_argument("--baseline-spectra", type=int, default=1)
     ap.add_argument("--library-size", type=int, default=10_000, help="0 skips the streaming run")
     ap.add_argument("--stream-samples", type=int, default=2)
@@ -240,10 +242,12 @@ def main(argv=None) -> int:
         subset.write_text("".join(chosen))
         runs = {"default_settings": (subset, ["--seed", "0", *args.extra.split()]),
                 "baseline_settings": (tmp / "baseline.mgf", ["--seed", "0", "--samples", "100", "--steps", "500"])}
-        if args.baseline_spectra > 0:
+        if args.baseline_spectra > 0 and chosen:
             (tmp / "baseline.mgf").write_text("".join(chosen[:args.baseline_spectra]))
         else:
             runs.pop("baseline_settings")
+        if not chosen:                      # --n-spectra 0: only the streaming run
+            runs.pop("default_settings")
         for name, (inp, opts) in runs.items():
             out = tmp / f"{name}.json"
             run = run_annotate([str(inp), "-o", str(out), "--weights", args.weights, "--no-progress", *opts], env)
