@@ -31,9 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -480,7 +478,7 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
     return result
 
 
-def _annotate_part(weights: str, options: dict, spectra: list) -> list:
+def _annotate_part(spectra: list, weights: str, options: dict) -> list:
     """Worker process: annotate ``spectra`` in order with one torch thread."""
     import torch
 
@@ -491,16 +489,21 @@ def _annotate_part(weights: str, options: dict, spectra: list) -> list:
     return list(annotator.annotate_many(spectra))
 
 
-def _annotate_in_processes(weights: str, options: dict, spectra: list, workers: int) -> list:
-    """Annotate contiguous parts of ``spectra`` in ``workers`` spawned processes; results in input order."""
+def _in_processes(function, parts: list, *args) -> list:
+    """``[function(part, *args) for part in parts]``, each call in its own spawned process, in order."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return [f.result() for f in [pool.submit(function, part, *args) for part in parts]]
+
+
+def _annotate_in_processes(weights: str, options: dict, spectra: list, workers: int) -> list:
+    """Annotate contiguous parts of ``spectra`` in ``workers`` spawned processes; results in input order."""
     n = min(workers, len(spectra))
     bounds = [round(i * len(spectra) / n) for i in range(n + 1)]
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = [pool.submit(_annotate_part, weights, options, spectra[a:b]) for a, b in zip(bounds, bounds[1:])]
-        return [spectrum for part in parts for spectrum in part.result()]
+    parts = [spectra[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [spectrum for part in _in_processes(_annotate_part, parts, weights, options) for spectrum in part]
 
 
 def _metrics_part(pairs: list, time_limit: float | None) -> tuple[list, float, int, int]:
@@ -512,15 +515,10 @@ def _metrics_part(pairs: list, time_limit: float | None) -> tuple[list, float, i
 
 def _metrics_in_processes(pairs: list, workers: int, mces: MCESCache) -> list:
     """Per-spectrum metrics (MCES is the slow part) from ``workers`` processes; counters added to ``mces``."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     n = min(workers, len(pairs))
     # interleaved parts: the hard (large) molecules are not all in one part
     parts = [pairs[i::n] for i in range(n)]
-    time_limit = mces.solver_options.get("timeLimit")
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(_metrics_part, parts, [time_limit] * n))
+    results = _in_processes(_metrics_part, parts, mces.solver_options.get("timeLimit"))
     per: list = [None] * len(pairs)
     for i, (part, seconds, errors, computed) in enumerate(results):
         per[i::n] = part
@@ -531,13 +529,16 @@ def _metrics_in_processes(pairs: list, workers: int, mces: MCESCache) -> list:
 
 
 def _write_json(data: dict, path: Path) -> None:
+    from .writers import atomic_write
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=2, allow_nan=False)
+            fh.write("\n")
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, allow_nan=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, write)
 
 
 def _json_safe(value):
