@@ -70,7 +70,7 @@ def main(argv=None) -> int:
 
     from matchms.Pipeline import Pipeline
 
-    from matchms_diffms.annotator import read_annotation
+    from matchms_diffms import read_annotation
     from matchms_diffms.report import write_report
 
     output = Path(args.output)

@@ -1,19 +1,62 @@
 """matchms-diffms: de novo structure annotation of MS/MS spectra with DiffMS.
 
-Public face: :class:`DiffMSAnnotator` and the matchms filter :func:`annotate_de_novo`. Both are imported
-lazily so that ``matchms_diffms.chem`` stays usable without loading torch.
+The names below are the public API: adapters, examples and third-party plugins use them, and they keep
+their meaning across versions. Everything else is reachable through its module but may change.
+
+Annotating spectra
+    :class:`DiffMSAnnotator` (``DiffMSAnnotator.from_pretrained("default")``), :func:`load_model`,
+    :class:`WeightsError`.
+matchms glue
+    :func:`annotate_de_novo` (a matchms filter), :func:`processing_step`, :func:`formula_safe_filters`.
+Results
+    :func:`read_annotation` (typed ``diffms_*`` values, also after an MGF/MSP round trip),
+    :func:`read_candidates`, :func:`status_code`, :data:`STATUS_CODES`, :data:`METADATA_KEYS`.
+Files
+    :func:`write_report`, :func:`atomic_write`, :class:`OutputError`.
+Plugins
+    :data:`hookimpl` (the marker of hook implementations, see :mod:`matchms_diffms.hookspecs`),
+    :class:`FormulaCandidate` (what a formula provider returns).
+Chemistry
+    :mod:`matchms_diffms.chem` (formulas, adducts, molecules; no torch).
+
+All names are imported lazily, on first use, so that ``import matchms_diffms`` and
+``matchms_diffms.chem`` stay usable without loading torch.
 """
+import importlib
+
 __version__ = "0.1.0"
-__all__ = ["DiffMSAnnotator", "annotate_de_novo", "__version__"]
+
+# public name -> module (relative to this package) that holds it
+_PUBLIC = {
+    "DiffMSAnnotator": "annotator",
+    "read_annotation": "metadata",
+    "read_candidates": "metadata",
+    "status_code": "metadata",
+    "STATUS_CODES": "metadata",
+    "METADATA_KEYS": "metadata",
+    "annotate_de_novo": "filters",
+    "processing_step": "filters",
+    "formula_safe_filters": "filters",
+    "load_model": "weights",
+    "WeightsError": "official",
+    "write_report": "report",
+    "atomic_write": "writers",
+    "OutputError": "writers",
+    "hookimpl": "hookspecs",
+    "FormulaCandidate": "formula_sources",
+}
+
+__all__ = sorted(_PUBLIC) + ["__version__"]
 
 
 def __getattr__(name):
-    if name == "DiffMSAnnotator":
-        from .annotator import DiffMSAnnotator
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'matchms_diffms' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
-        return DiffMSAnnotator
-    if name == "annotate_de_novo":
-        from .filters import annotate_de_novo
 
-        return annotate_de_novo
-    raise AttributeError(f"module 'matchms_diffms' has no attribute {name!r}")
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -27,33 +27,12 @@ caller gives one (``annotate(spectrum, index=i)``), otherwise the spectrum's ide
 digest of its peaks and precursor m/z). Results therefore do not depend on batch size, on the order of
 other spectra, or on which process handles a spectrum.
 
-Metadata written on the clone (plain Python types; lists as JSON strings so that every matchms export
-format keeps them, see :func:`read_annotation`):
-
-==========================  ======================================================================
-``diffms_status``           ``ok`` or ``<code>: <text>`` (codes: :data:`STATUS_CODES`)
-``diffms_smiles``           top candidate (absent when there is none)
-``diffms_inchikey``         top candidate
-``diffms_score``            top candidate's calibrated score in [0, 1]
-``diffms_candidates``       JSON list of ``{smiles, inchikey, formula, score, count, tanimoto,
-                            frequency, raw_score}``, best first (``"[]"`` when none)
-``diffms_formula``          Hill formula of the top candidate (else of the first formula tried)
-``diffms_formula_source``   metadata / precursor_formula / sirius / mass_decomposition
-``diffms_adduct``           adduct used for the encoder
-``diffms_adduct_assumed``   True when the adduct was not given but assumed from the ion mode
-``diffms_model``            ``<weights name>@<sha256 first 12>``
-``diffms_n_samples``        samples drawn per formula
-``diffms_steps``            reverse diffusion steps
-``diffms_seed``             base seed
-``diffms_n_valid``          valid samples (all formulas)
-``diffms_n_formula_match``  valid samples with exactly the formula (all formulas)
-``diffms_n_completed``      samples completed into a formula-exact molecule (``complete=True``)
-``diffms_seconds``          wall time for this spectrum
-==========================  ======================================================================
+Metadata written on the clone: the ``diffms_*`` keys of :mod:`matchms_diffms.metadata` (plain Python types;
+lists as JSON strings so that every matchms export format keeps them; read them back with
+:func:`matchms_diffms.metadata.read_annotation`).
 """
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import logging
@@ -66,20 +45,14 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from .ranking import Calibration, Candidate, merge_ranked, rank_candidates
+from .metadata import METADATA_KEYS, STATUS_CODES, spectrum_label
+from .ranking import Calibration, merge_ranked, rank_candidates
 
 logger = logging.getLogger("matchms.diffms")
 
-STATUS_CODES = ("ok", "no_peaks", "invalid_peaks", "no_formula", "invalid_formula", "formula_mismatch",
-                "unsupported_element", "unsupported_adduct", "too_many_atoms", "too_few_atoms",
-                "no_annotated_peaks", "no_valid_candidates", "error")
-
-METADATA_KEYS = ("diffms_status", "diffms_smiles", "diffms_inchikey", "diffms_score", "diffms_candidates",
-                 "diffms_formula", "diffms_formula_source", "diffms_adduct", "diffms_adduct_assumed",
-                 "diffms_model", "diffms_n_samples", "diffms_steps", "diffms_seed", "diffms_n_valid",
-                 "diffms_n_formula_match", "diffms_n_completed", "diffms_seconds")
-
-_ID_KEYS = ("spectrum_id", "feature_id", "title", "scans", "compound_name")
+# Fields the sampling seed of a spectrum is derived from (:func:`spectrum_key`). Frozen: changing them would
+# change every result; it is not the display id (that is :func:`matchms_diffms.metadata.spectrum_id`).
+_SEED_ID_KEYS = ("spectrum_id", "feature_id", "title", "scans", "compound_name")
 SUBFORMULA_PPM = 20.0
 
 
@@ -94,11 +67,6 @@ class Skip(Exception):
     @property
     def status(self) -> str:
         return f"{self.code}: {self.text}"
-
-
-def status_code(status: str | None) -> str:
-    """The reason code of a ``diffms_status`` value (the part before the first colon)."""
-    return "" if status is None else str(status).split(":", 1)[0].strip()
 
 
 @dataclass
@@ -116,15 +84,6 @@ class FormulaResult:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def spectrum_id(spectrum, index: int | None = None) -> str:
-    """A human-readable id for logs: the first id-like metadata field, else ``#index``."""
-    for key in _ID_KEYS:
-        value = spectrum.get(key)
-        if value not in (None, ""):
-            return f"{key}={value}"
-    return f"#{index}" if index is not None else "<no id>"
-
-
 def spectrum_key(spectrum, index: int | None = None) -> str:
     """The identity the sampling seed is derived from.
 
@@ -137,7 +96,7 @@ def spectrum_key(spectrum, index: int | None = None) -> str:
     h.update(np.ascontiguousarray(spectrum.peaks.mz, dtype=np.float64).tobytes())
     h.update(np.ascontiguousarray(spectrum.peaks.intensities, dtype=np.float64).tobytes())
     h.update(repr(spectrum.get("precursor_mz")).encode())
-    ident = next((str(spectrum.get(k)) for k in _ID_KEYS if spectrum.get(k) not in (None, "")), "")
+    ident = next((str(spectrum.get(k)) for k in _SEED_ID_KEYS if spectrum.get(k) not in (None, "")), "")
     return f"id:{ident}|peaks:{h.hexdigest()[:32]}"
 
 
@@ -186,64 +145,6 @@ def impossible_formula(formula) -> str | None:
         return (f"{formula.hill()} is impossible: at most {max_h} hydrogens fit on {n_heavy} heavy atoms "
                 f"({formula['H']} given)")
     return None
-
-
-def read_candidates(value) -> list[dict]:
-    """Candidates from a ``diffms_candidates`` value: a JSON string (as written), a list (JSON import of an
-    older file), or a Python-repr string (a list exported by matchms' MGF/MSP writers)."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, list):
-        return [dict(v) for v in value]
-    if isinstance(value, str):
-        try:
-            out = json.loads(value)
-        except json.JSONDecodeError:
-            out = ast.literal_eval(value)
-        if not isinstance(out, list):
-            raise ValueError(f"diffms_candidates is not a list: {value[:80]!r}")
-        return [dict(v) for v in out]
-    raise ValueError(f"cannot read diffms_candidates of type {type(value).__name__}")
-
-
-def _as_float(v):
-    return None if v in (None, "", "None") else float(v)
-
-
-def _as_int(v):
-    return None if v in (None, "", "None") else int(float(v))
-
-
-def _as_bool(v):
-    if v in (None, "", "None"):
-        return None
-    if isinstance(v, str):
-        return v.strip().lower() in ("true", "1", "yes")
-    return bool(v)
-
-
-def read_annotation(spectrum_or_metadata) -> dict:
-    """Typed ``diffms_*`` values of a spectrum, also after an MGF/MSP round trip (where numbers and booleans
-    come back as strings). Keys without the ``diffms_`` prefix; absent values are ``None``;
-    ``candidates`` is a list of dicts."""
-    md = spectrum_or_metadata
-    get = md.get
-    out = {"status": get("diffms_status"), "smiles": get("diffms_smiles"), "inchikey": get("diffms_inchikey"),
-           "score": _as_float(get("diffms_score")), "candidates": read_candidates(get("diffms_candidates")),
-           "formula": get("diffms_formula"), "formula_source": get("diffms_formula_source"),
-           "adduct": get("diffms_adduct"), "adduct_assumed": _as_bool(get("diffms_adduct_assumed")),
-           "model": get("diffms_model"), "n_samples": _as_int(get("diffms_n_samples")),
-           "steps": _as_int(get("diffms_steps")), "seed": _as_int(get("diffms_seed")),
-           "n_valid": _as_int(get("diffms_n_valid")), "n_formula_match": _as_int(get("diffms_n_formula_match")),
-           "n_completed": _as_int(get("diffms_n_completed")),
-           "seconds": _as_float(get("diffms_seconds"))}
-    for c in out["candidates"]:
-        for k in ("score", "tanimoto", "frequency", "raw_score"):
-            if k in c:
-                c[k] = float(c[k])
-        if "count" in c:
-            c["count"] = int(c["count"])
-    return out
 
 
 # ------------------------------------------------------------------------------------------ annotator
@@ -341,10 +242,10 @@ class DiffMSAnnotator:
             self._annotate_into(out, spectrum_key(spectrum, index))
         except Skip as skip:
             out.set("diffms_status", skip.status)
-            logger.info("DiffMS skipped spectrum %s: %s", spectrum_id(spectrum, index), skip.status)
+            logger.info("DiffMS skipped spectrum %s: %s", spectrum_label(spectrum, index), skip.status)
         except Exception as err:   # noqa: BLE001 -- one bad spectrum must not stop a run; logged below
             out.set("diffms_status", f"error: {type(err).__name__}: {err}")
-            logger.error("DiffMS failed on spectrum %s: %s: %s", spectrum_id(spectrum, index),
+            logger.error("DiffMS failed on spectrum %s: %s: %s", spectrum_label(spectrum, index),
                          type(err).__name__, err, exc_info=logger.isEnabledFor(logging.DEBUG))
         out.set("diffms_seconds", round(time.perf_counter() - start, 3))
         return out
@@ -559,5 +460,4 @@ class DiffMSAnnotator:
         return valid, matching, completed
 
 
-__all__ = ["DiffMSAnnotator", "STATUS_CODES", "METADATA_KEYS", "read_annotation", "read_candidates",
-           "status_code", "spectrum_key", "derive_seed", "Skip", "impossible_formula"]
+__all__ = ["DiffMSAnnotator", "spectrum_key", "derive_seed", "Skip", "impossible_formula"]

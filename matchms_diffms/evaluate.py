@@ -44,6 +44,7 @@ from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 
 from .chem.formula import Formula
 from .hookspecs import hookimpl
+from .metadata import read_candidates, status_code
 
 logger = logging.getLogger("matchms.diffms")
 
@@ -473,7 +474,7 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
                   mces_solver=mces.solver if mces is not None else None,
                   mces_errors=mces.n_errors if mces is not None else None)
     if weights != RANDOM_BASELINE:
-        statuses = Counter(str(s.get("diffms_status")).split(":")[0] for s in annotated)
+        statuses = Counter(status_code(s.get("diffms_status")) for s in annotated)
         result["status_counts"] = dict(statuses)
     return result
 
@@ -601,7 +602,6 @@ def calibration_pairs(spectra) -> tuple[list[float], list[bool]]:
 
     A candidate is correct when its first InChIKey block equals that of the spectrum's true SMILES.
     """
-    from .annotator import read_candidates
 
     raw, correct = [], []
     for spectrum in spectra:

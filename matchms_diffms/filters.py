@@ -36,6 +36,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from .metadata import spectrum_label
+
 logger = logging.getLogger("matchms.diffms")
 
 FILTER_NAME = "annotate_de_novo"
@@ -95,8 +97,7 @@ def annotate_de_novo(spectrum_in, weights: str = "default", n_samples: int = 100
     annotator = _annotator(weights, n_samples=int(n_samples), top_k=int(top_k), seed=seed,
                            steps=None if steps is None else int(steps), max_formulas=int(max_formulas))
     annotated = annotator.annotate(spectrum_in)
-    logger.info("DiffMS annotation of %s: %s", spectrum_in.get("compound_name") or spectrum_in.get("title")
-                or spectrum_in.get("feature_id") or "spectrum", annotated.get("diffms_status"))
+    logger.info("DiffMS annotation of %s: %s", spectrum_label(spectrum_in), annotated.get("diffms_status"))
     if clone:
         return annotated
     spectrum_in.metadata = annotated.metadata

@@ -1,8 +1,10 @@
 """Built-in formula providers: where the neutral molecular formula of a spectrum comes from.
 
 DiffMS needs the neutral formula of the precursor (its heavy atoms are the nodes of the generated graph). The
-built-in providers below are registered through the ``diffms_formula_candidates`` hook
-(:mod:`matchms_diffms.plugins`) and asked in this order; the first non-empty answer wins:
+built-in providers below answer the first-result hook ``diffms_formula_candidates``
+(:mod:`matchms_diffms.hookspecs`) as two plugins: ``given`` (``tryfirst``: providers 1-3 in this order) and
+``mass_decomposition`` (``trylast``: provider 4), so a third-party provider sits between them. The first
+answer wins:
 
 1. ``metadata``: the spectrum's ``formula`` (also ``molecular_formula``) with its ``adduct``;
 2. ``precursor_formula``: the ion formula (``precursor_formula`` / ``ion_formula``) minus the adduct;
@@ -41,6 +43,7 @@ from .chem.adducts import (ELECTRON_MASS, SUPPORTED_ADDUCTS, Adduct, Unsupported
                            neutral_mass, parse_adduct, precursor_mz)
 from .chem.formula import Formula, FormulaError, element_mass
 from .hookspecs import hookimpl
+from .metadata import spectrum_id, text_value
 
 logger = logging.getLogger("matchms.diffms")
 
@@ -48,7 +51,6 @@ __all__ = [
     "FormulaCandidate",
     "SOURCES",
     "MISMATCH",
-    "spectrum_id",
     "spectrum_adduct",
     "mismatch_tolerance",
     "check_against_precursor",
@@ -56,6 +58,7 @@ __all__ = [
     "precursor_formula_candidates",
     "sirius_candidates",
     "mass_decomposition_candidates",
+    "given_formula_candidates",
     "decompose_mass",
     "passes_golden_rules",
     "BUILTIN_PROVIDERS",
@@ -63,7 +66,6 @@ __all__ = [
 
 SOURCES = ("metadata", "precursor_formula", "sirius", "mass_decomposition")
 MISMATCH = "formula_mismatch"
-ID_KEYS = ("feature_id", "scans", "title", "spectrum_id", "identifier", "compound_name")
 MISMATCH_PPM = 10.0
 MISMATCH_MIN_DA = 0.005
 
@@ -106,26 +108,6 @@ class FormulaCandidate:
 
 
 # ------------------------------------------------------------------------------------------ metadata helpers
-def _text(value) -> str | None:
-    """A metadata value as a stripped string; None for missing / empty / NaN values."""
-    if value is None:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def spectrum_id(spectrum) -> str | None:
-    """Identifier of a spectrum: the first present of feature_id, scans, title, spectrum_id, identifier,
-    compound_name (as a string), ``None`` when none is present."""
-    for key in ID_KEYS:
-        text = _text(spectrum.get(key))
-        if text is not None:
-            return text
-    return None
-
-
 def _precursor_mz(spectrum) -> float | None:
     value = spectrum.get("precursor_mz")
     try:
@@ -137,7 +119,7 @@ def _precursor_mz(spectrum) -> float | None:
 
 def _ionmode(spectrum) -> str:
     """"positive" or "negative" from ionmode, else from the sign of charge, else positive."""
-    mode = (_text(spectrum.get("ionmode")) or "").lower()
+    mode = (text_value(spectrum.get("ionmode")) or "").lower()
     if mode in ("positive", "negative"):
         return mode
     try:
@@ -160,7 +142,7 @@ def spectrum_adduct(spectrum) -> tuple[Adduct, bool]:
     UnsupportedAdductError
         The ``adduct`` metadata cannot be parsed or is not supported.
     """
-    text = _text(spectrum.get("adduct"))
+    text = text_value(spectrum.get("adduct"))
     if text is not None:
         return parse_adduct(text), False
     return default_adduct(_ionmode(spectrum)), True
@@ -244,7 +226,7 @@ def metadata_candidates(spectrum, context: dict | None = None) -> list[FormulaCa
     ------
     FormulaError, UnsupportedAdductError
     """
-    text = _text(spectrum.get("formula")) or _text(spectrum.get("molecular_formula"))
+    text = text_value(spectrum.get("formula")) or text_value(spectrum.get("molecular_formula"))
     if text is None:
         return None
     stripped, charged = _charge_stripped(text)
@@ -265,7 +247,7 @@ def precursor_formula_candidates(spectrum, context: dict | None = None) -> list[
         Unparsable ion formula, or one that lacks the atoms the adduct adds.
     UnsupportedAdductError
     """
-    text = _text(spectrum.get("precursor_formula")) or _text(spectrum.get("ion_formula"))
+    text = text_value(spectrum.get("precursor_formula")) or text_value(spectrum.get("ion_formula"))
     if text is None:
         return None
     ion = Formula.parse(_charge_stripped(text)[0])
@@ -312,7 +294,7 @@ def sirius_candidates(spectrum, context: dict | None = None) -> list[FormulaCand
         score = row[2] if len(row) > 2 else None
         try:
             formula = Formula.parse(_charge_stripped(str(formula_text))[0])
-            if _text(adduct_text) is not None:
+            if text_value(adduct_text) is not None:
                 adduct, assumed = parse_adduct(str(adduct_text)), False
             else:
                 adduct, assumed = spectrum_adduct(spectrum)
@@ -320,7 +302,7 @@ def sirius_candidates(spectrum, context: dict | None = None) -> list[FormulaCand
             logger.warning("spectrum %s: SIRIUS formula %r / adduct %r skipped: %s", spectrum_id(spectrum),
                            formula_text, adduct_text, err)
             continue
-        score = None if score is None or _text(score) is None else float(score)
+        score = None if score is None or text_value(score) is None else float(score)
         out.append(_candidate(formula, adduct, assumed, "sirius", spectrum, score=score))
     return out or None
 
@@ -608,35 +590,34 @@ def mass_decomposition_candidates(spectrum, context: dict | None = None) -> list
 
 
 # ------------------------------------------------------------------------------------------ plugins
-class _MetadataProvider:
+def given_formula_candidates(spectrum, context: dict | None = None) -> list[FormulaCandidate] | None:
+    """Providers 1-3 in their order: the first of metadata formula, precursor (ion) formula and SIRIUS
+    results that is present; None when the spectrum comes with none of them."""
+    for provider in (metadata_candidates, precursor_formula_candidates, sirius_candidates):
+        found = provider(spectrum, context)
+        if found:
+            return found
+    return None
+
+
+class _GivenFormulaProvider:
+    """Formulas that come with the spectrum (metadata, precursor formula, SIRIUS): asked first."""
+
     @hookimpl(tryfirst=True)
     def diffms_formula_candidates(self, spectrum, context):
-        return metadata_candidates(spectrum, context)
-
-
-class _PrecursorFormulaProvider:
-    @hookimpl(tryfirst=True)
-    def diffms_formula_candidates(self, spectrum, context):
-        return precursor_formula_candidates(spectrum, context)
-
-
-class _SiriusProvider:
-    @hookimpl(tryfirst=True)
-    def diffms_formula_candidates(self, spectrum, context):
-        return sirius_candidates(spectrum, context)
+        return given_formula_candidates(spectrum, context)
 
 
 class _MassDecompositionProvider:
+    """Formulas decomposed from the precursor m/z: asked last, after any third-party provider."""
+
     @hookimpl(trylast=True)
     def diffms_formula_candidates(self, spectrum, context):
         return mass_decomposition_candidates(spectrum, context)
 
 
-# Registration order: pluggy calls the last registered tryfirst implementation first, so this order gives
-# metadata -> precursor_formula -> sirius -> (plain third-party providers) -> mass_decomposition.
+# The order between the two comes from tryfirst / trylast, not from the order of registration.
 BUILTIN_PROVIDERS = (
-    ("matchms_diffms.formula_sources.sirius", _SiriusProvider()),
-    ("matchms_diffms.formula_sources.precursor_formula", _PrecursorFormulaProvider()),
-    ("matchms_diffms.formula_sources.metadata", _MetadataProvider()),
+    ("matchms_diffms.formula_sources.given", _GivenFormulaProvider()),
     ("matchms_diffms.formula_sources.mass_decomposition", _MassDecompositionProvider()),
 )

@@ -7,7 +7,15 @@ hooks as third-party plugins, which are found through the ``matchms_diffms`` ent
     matchms_diffms =
         my_plugin = my_package.diffms_plugin
 
-A plugin module implements any subset of the hooks below with ``@hookimpl``.
+A plugin module implements any subset of the hooks below with ``@hookimpl``
+(``from matchms_diffms import hookimpl``).
+
+Two hooks are *first result* hooks (pluggy's ``firstresult``): ``diffms_load_model`` and
+``diffms_formula_candidates``. pluggy asks their implementations in its call order -- ``tryfirst`` ones first,
+``trylast`` ones last, otherwise the most recently registered first -- and stops at the first answer that is
+not ``None``. An implementation that has nothing to say returns ``None``. The built-in implementations are
+``trylast`` (model loading, mass decomposition) or ``tryfirst`` (formulas given with the spectrum), so a plain
+third-party implementation is asked after the user's own formulas and before anything we would guess.
 """
 from __future__ import annotations
 
@@ -29,21 +37,35 @@ def diffms_weight_sources():
     """
 
 
-@hookspec
+@hookspec(firstresult=True)
 def diffms_load_model(path, config_overrides):
     """Load a model from ``path`` if this plugin understands the file; return ``None`` otherwise.
 
-    Returns ``(model, info)`` where ``model`` is a ``matchms_diffms.model.diffms.DiffMS`` in eval mode
-    and ``info`` a dict with at least ``name`` and ``sha256``.
+    The built-in loader (``trylast``) understands our weights folders and official DiffMS checkpoints and
+    returns ``None`` for anything else, so a plugin can add a weight format.
+
+    Parameters
+    ----------
+    path
+        ``pathlib.Path`` of a file or folder (a name such as ``default`` is resolved before the call).
+    config_overrides
+        dict of ``DiffMSConfig`` fields to override (may be empty).
+
+    Returns
+    -------
+    (model, info) or None
+        ``model`` is a ``matchms_diffms.model.diffms.DiffMS`` in eval mode, ``info`` a dict with at least
+        ``name`` and ``sha256``. A file in the plugin's own format that is broken raises
+        ``matchms_diffms.WeightsError`` with a one-line message.
     """
 
 
-@hookspec
+@hookspec(firstresult=True)
 def diffms_formula_candidates(spectrum, context):
     """Propose neutral molecular formulas for ``spectrum``.
 
-    Providers are asked in order (``tryfirst``/``trylast`` and registration order); the annotator
-    takes the first non-empty answer.
+    A first-result hook: providers are asked in pluggy's call order and the first answer that is not
+    ``None`` is used. Return ``None`` (not an empty list) to let the next provider answer.
 
     Parameters
     ----------
@@ -54,7 +76,7 @@ def diffms_formula_candidates(spectrum, context):
 
     Returns
     -------
-    list of matchms_diffms.formula_sources.FormulaCandidate, or None
+    list of matchms_diffms.FormulaCandidate, or None
     """
 
 

@@ -3,9 +3,9 @@
 Everything pluggable goes through the hooks of :mod:`matchms_diffms.hookspecs`, and the built-in behaviour is
 registered through the very same hooks:
 
-* ``matchms_diffms.formula_sources``: four formula providers (metadata formula, precursor/ion formula,
-  SIRIUS formula identifications, mass decomposition), registered as four plugins so that their order is
-  visible and each can be blocked on its own;
+* ``matchms_diffms.formula_sources``: two formula providers, ``given`` (the metadata formula, the
+  precursor/ion formula, SIRIUS formula identifications; ``tryfirst``) and ``mass_decomposition``
+  (``trylast``), each a plugin of its own so that it can be blocked;
 * ``matchms_diffms.writers``: the ``.mgf``, ``.msp``, ``.json`` and ``.tsv`` output writers;
 * ``matchms_diffms.weights``: named weights and the model loader;
 * ``matchms_diffms.report``, ``matchms_diffms.evaluate``, ``matchms_diffms.train.cli``: extra commands
@@ -25,11 +25,12 @@ registration) fails is skipped with a warning that names it; it never stops a ru
 ``MATCHMS_DIFFMS_LOAD_PLUGINS`` restricts loading to a comma-separated list of entry-point names (empty: load
 no third-party plugin at all).
 
-Order of formula providers (first non-empty answer wins): hook implementations are called in pluggy order,
-i.e. ``tryfirst`` ones first, ``trylast`` ones last, and otherwise the most recently registered first. The
-built-ins use ``tryfirst`` (metadata formula, then precursor formula, then SIRIUS) and ``trylast`` (mass
-decomposition), so a plain third-party provider (e.g. msbuddy) is asked after the user-supplied formulas and
-before our own mass decomposition.
+``diffms_formula_candidates`` and ``diffms_load_model`` are pluggy ``firstresult`` hooks: pluggy calls the
+implementations in its order (``tryfirst`` ones first, ``trylast`` ones last, otherwise the most recently
+registered first) and stops at the first answer that is not ``None``. The built-in formula providers are
+``tryfirst`` (formulas given with the spectrum) and ``trylast`` (mass decomposition), the built-in model loader
+is ``trylast``: a plain third-party provider (e.g. msbuddy) is asked after the user-supplied formulas and
+before our own mass decomposition, a third-party loader before ours.
 """
 from __future__ import annotations
 
@@ -165,12 +166,6 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- hooks
-def _ordered_impls(hook_caller) -> list:
-    """Hook implementations in the order pluggy calls them (wrappers excluded)."""
-    impls = [impl for impl in hook_caller.get_hookimpls() if not (impl.wrapper or impl.hookwrapper)]
-    return list(reversed(impls))
-
-
 def formula_candidates(spectrum, context: dict | None = None) -> list:
     """Ask the formula providers in order and return the first non-empty answer.
 
@@ -195,13 +190,8 @@ def formula_candidates(spectrum, context: dict | None = None) -> list:
         (the annotator records it as status ``error``).
     """
     context = {} if context is None else context
-    hook = get_plugin_manager().hook.diffms_formula_candidates
-    kwargs = {"spectrum": spectrum, "context": context}
-    for impl in _ordered_impls(hook):
-        answer = impl.function(*[kwargs[arg] for arg in impl.argnames])
-        if answer:
-            return list(answer)
-    return []
+    answer = get_plugin_manager().hook.diffms_formula_candidates(spectrum=spectrum, context=context)
+    return list(answer or [])
 
 
 def _merged_dicts(results: list, what: str) -> dict:
@@ -236,10 +226,12 @@ def weight_sources() -> dict:
 def register_commands(cli) -> None:
     """Let every plugin add its commands to the click group ``cli``.
 
-    A plugin whose ``diffms_register_commands`` fails is reported with a warning and skipped.
+    A plugin whose ``diffms_register_commands`` fails is reported with a warning and skipped: the
+    implementations are therefore called one by one (in pluggy's order) instead of through one hook call,
+    which would stop at the first exception.
     """
     hook = get_plugin_manager().hook.diffms_register_commands
-    for impl in _ordered_impls(hook):
+    for impl in reversed(hook.get_hookimpls()):
         try:
             impl.function(*[{"cli": cli}[arg] for arg in impl.argnames])
         except Exception as err:  # a plugin's command registration must not break the whole CLI

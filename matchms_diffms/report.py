@@ -25,7 +25,7 @@ from typing import Iterable
 import click
 import numpy as np
 
-from .annotator import read_annotation, spectrum_id, status_code
+from .metadata import read_annotation, spectrum_label, status_code
 from .hookspecs import hookimpl
 
 logger = logging.getLogger("matchms.diffms")
@@ -156,7 +156,7 @@ def _fmt(v, digits=3) -> str:
 
 def _spectrum_section(spectrum, index: int) -> str:
     ann = read_annotation(spectrum)
-    sid = spectrum_id(spectrum, index)
+    sid = spectrum_label(spectrum, index)
     name = spectrum.get("compound_name") or spectrum.get("title") or sid
     precursor = spectrum.get("precursor_mz")
     try:

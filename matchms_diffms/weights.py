@@ -126,8 +126,14 @@ def resolve(name_or_path: str | Path) -> Path:
 def load_model(name_or_path: str | Path = "default", config_overrides: dict | None = None):
     """Load weights by name or path, once per process. Returns ``(model, info)`` in eval mode.
 
-    Folders are our format; files are official DiffMS checkpoints (``.ckpt``, ``.ckpt.gz``,
-    ``diffms_checkpoints.tar.gz``), whose architecture is inferred from the tensor shapes.
+    The file is handed to the first-result hook ``diffms_load_model``: third-party loaders first, then the
+    built-in one, which reads our weights folders and official DiffMS checkpoints (``.ckpt``, ``.ckpt.gz``,
+    ``diffms_checkpoints.tar.gz``; their architecture is inferred from the tensor shapes).
+
+    Raises
+    ------
+    WeightsError
+        Unknown name, a file no loader understands, or a broken / tampered file (one-line message).
     """
     path = resolve(name_or_path)
     key = (str(path), json.dumps(config_overrides or {}, sort_keys=True))
@@ -137,16 +143,45 @@ def load_model(name_or_path: str | Path = "default", config_overrides: dict | No
 
             loaded = get_plugin_manager().hook.diffms_load_model(path=path,
                                                                  config_overrides=config_overrides or {})
-            loaded = [x for x in loaded if x is not None]
-            if not loaded:
-                raise WeightsError(f"{path}: no plugin can load this weights file")
-            _CACHE[key] = loaded[0]
+            if loaded is None:
+                raise WeightsError(f"{path}: not a matchms-diffms weights folder (config.json + "
+                                   "model.safetensors), not an official DiffMS checkpoint (.ckpt, .ckpt.gz, "
+                                   ".tar.gz) and no plugin loader understands it")
+            _CACHE[key] = loaded
         return _CACHE[key]
 
 
+# Official checkpoints: torch.save zip archives, legacy pickles, gzip (.ckpt.gz, .tar.gz).
+OFFICIAL_SUFFIXES = (".ckpt", ".ckpt.gz", ".tar.gz", ".tgz", ".pt", ".pth")
+_OFFICIAL_MAGIC = (b"PK\x03\x04", b"\x1f\x8b", b"\x80")
+
+
+def _is_ours(path: Path) -> bool:
+    """A folder with config.json or model.safetensors (a half-complete one is an error, not someone else's)."""
+    return path.is_dir() and any((path / name).exists() for name in ("config.json", "model.safetensors"))
+
+
+def _is_official(path: Path) -> bool:
+    """An official checkpoint by name (``::member`` of an archive, a known suffix) or by its first bytes."""
+    text = str(path)
+    if "::" in text:
+        return True
+    if text.lower().endswith(OFFICIAL_SUFFIXES):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head.startswith(_OFFICIAL_MAGIC)
+
+
 def _load_our_or_official(path: Path, overrides: dict):
-    if path.is_dir():
+    """``(model, info)`` for our folders and official checkpoints; None for anything else."""
+    if _is_ours(path):
         return load_weights_dir(path, overrides)
+    if path.is_dir() or not _is_official(path):
+        return None
     real = Path(str(path).split("::", 1)[0])
     model, config = load_official(path, overrides)
     return model, {"name": real.name, "sha256": sha256_file(real), "path": str(path),
@@ -164,6 +199,7 @@ def convert_checkpoint(checkpoint: str | Path, out_dir: str | Path, overrides: d
 # ------------------------------------------------------------------------------------------ plugin hooks
 @hookimpl(trylast=True)
 def diffms_load_model(path, config_overrides):
+    """The built-in loader: our weights folders and official DiffMS checkpoints; None for other files."""
     return _load_our_or_official(Path(path), config_overrides)
 
 

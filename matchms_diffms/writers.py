@@ -12,7 +12,7 @@ How DiffMS metadata survives the formats (matchms 0.33):
 * MGF and MSP store every value as text. Lists and dicts (``diffms_candidates``) are written as compact
   JSON strings (``[{"smiles":"CCO",...}]``), newlines in text values are replaced by spaces, ``None`` values
   are left out, numpy scalars become Python numbers. After re-import the values are strings; use
-  :func:`matchms_diffms.annotator.read_annotation` (or :func:`decode_candidates`) to get the original types
+  :func:`matchms_diffms.metadata.read_annotation` (or :func:`decode_candidates`) to get the original types
   back.
 * TSV: one row per spectrum and candidate rank with the columns :data:`TSV_COLUMNS`; a spectrum without
   candidates gets one row with an empty rank and its status.
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .formula_sources import spectrum_id
+from .metadata import read_candidates, spectrum_id
 from .hookspecs import hookimpl
 
 logger = logging.getLogger("matchms.diffms")
@@ -190,9 +190,7 @@ def _decoded_or_kept(value: str, spectrum):
 
 def decode_candidates(value) -> list[dict]:
     """``diffms_candidates`` as a list of dicts, whether stored as a list, a JSON string or a Python repr
-    (delegates to :func:`matchms_diffms.annotator.read_candidates`, the one reader of that format)."""
-    from .annotator import read_candidates
-
+    (delegates to :func:`matchms_diffms.metadata.read_candidates`, the one reader of that format)."""
     return read_candidates(value)
 
 

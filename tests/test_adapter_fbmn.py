@@ -201,7 +201,7 @@ def test_fbmn_route_end_to_end(conformance_dir, tmp_path):
     import torch
     from rdkit import Chem
 
-    from matchms_diffms.annotator import DiffMSAnnotator, read_candidates
+    from matchms_diffms import DiffMSAnnotator, read_candidates
 
     torch.set_num_threads(1)
     spectra = fbmn.read_mzmine_mgf(FBMN)[:2]

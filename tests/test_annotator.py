@@ -16,8 +16,8 @@ from matchms.exporting import save_as_json, save_as_mgf, save_as_msp
 from matchms.importing import load_from_json, load_from_mgf, load_from_msp
 from rdkit import Chem
 
-from matchms_diffms.annotator import (METADATA_KEYS, STATUS_CODES, DiffMSAnnotator, derive_seed, read_annotation,
-                                      read_candidates, spectrum_key, status_code)
+from matchms_diffms import DiffMSAnnotator, METADATA_KEYS, STATUS_CODES, read_annotation, read_candidates, status_code
+from matchms_diffms.annotator import derive_seed, spectrum_key
 from matchms_diffms.model.config import preset
 from matchms_diffms.ranking import morgan_bits
 

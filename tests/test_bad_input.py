@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from matchms import Spectrum
 
 from matchms_diffms import cli
-from matchms_diffms.annotator import STATUS_CODES, DiffMSAnnotator, status_code
+from matchms_diffms import DiffMSAnnotator, STATUS_CODES, status_code
 from reliability_helpers import assert_no_traceback, make_tiny_weights, run_cli
 
 BAD = Path(__file__).parent / "fixtures" / "bad_input"

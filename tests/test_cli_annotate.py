@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from matchms.importing import load_from_json, load_from_mgf, load_from_msp
 
 from matchms_diffms import cli
-from matchms_diffms.annotator import read_annotation, status_code
+from matchms_diffms import read_annotation, status_code
 from matchms_diffms.official import WeightsError
 
 FIXTURES = Path(__file__).parent / "fixtures"

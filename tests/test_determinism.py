@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from matchms.importing import load_from_mgf
 
 from matchms_diffms import cli
-from matchms_diffms.annotator import DiffMSAnnotator
+from matchms_diffms import DiffMSAnnotator
 from reliability_helpers import good_library_mgf, make_tiny_weights
 
 N = 12

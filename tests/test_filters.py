@@ -14,7 +14,7 @@ from matchms.Pipeline import Pipeline, create_workflow
 from matchms.yaml_file_functions import load_workflow_from_yaml_file
 
 from matchms_diffms import filters
-from matchms_diffms.annotator import read_candidates, status_code
+from matchms_diffms import read_candidates, status_code
 from matchms_diffms.filters import (annotate_de_novo, formula_safe_filters, processing_step,
                                     register_matchms_filter)
 

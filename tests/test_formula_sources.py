@@ -11,8 +11,8 @@ from matchms_diffms.chem.formula import Formula, FormulaError, element_mass
 from matchms_diffms.formula_sources import (MISMATCH, FormulaCandidate, _count_bounds, decompose_mass,
                                             mass_decomposition_candidates, metadata_candidates,
                                             mismatch_tolerance, passes_golden_rules,
-                                            precursor_formula_candidates, sirius_candidates, spectrum_adduct,
-                                            spectrum_id)
+                                            precursor_formula_candidates, sirius_candidates, spectrum_adduct)
+from matchms_diffms.metadata import spectrum_id, spectrum_label
 from matchms_diffms.plugins import formula_candidates
 
 CAFFEINE = "C8H10N4O2"
@@ -44,6 +44,9 @@ def test_caffeine_reference_mass():
 ])
 def test_spectrum_id(metadata, expected):
     assert spectrum_id(spec(**metadata)) == expected
+    # log lines name the same id as the TSV table and the SIRIUS lookup
+    label = spectrum_label(spec(**metadata), index=3)
+    assert label == "#3" if expected is None else label.endswith(f"={expected}")
 
 
 @pytest.mark.parametrize("metadata, name, assumed", [

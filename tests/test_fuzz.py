@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from matchms import Spectrum
 
-from matchms_diffms.annotator import STATUS_CODES, DiffMSAnnotator, impossible_formula, read_annotation, status_code
+from matchms_diffms import DiffMSAnnotator, STATUS_CODES, read_annotation, status_code
+from matchms_diffms.annotator import impossible_formula
 from matchms_diffms.chem.adducts import SUPPORTED_ADDUCTS, Adduct, UnsupportedAdductError, parse_adduct, \
     precursor_mz
 from matchms_diffms.chem.formula import ELEMENTS_18, Formula, FormulaError

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from matchms_diffms import cli, writers
-from matchms_diffms.annotator import DiffMSAnnotator
+from matchms_diffms import DiffMSAnnotator
 from reliability_helpers import (assert_no_traceback, cli_command, cli_env, good_library_mgf, make_tiny_weights,
                                  parsed_output, run_cli)
 

@@ -1,4 +1,5 @@
 """The plugin manager (plugins.py): built-ins through the hooks, entry points, ordering, broken plugins."""
+import json
 import logging
 import sys
 import textwrap
@@ -105,19 +106,33 @@ def test_builtins_are_registered_through_the_hooks(fresh_pm):
     listed = dict(plugins.list_plugins())
     names = list(listed)
     providers = [n for n in names if n.startswith("matchms_diffms.formula_sources.")]
-    assert providers == ["matchms_diffms.formula_sources.sirius", "matchms_diffms.formula_sources.precursor_formula",
-                         "matchms_diffms.formula_sources.metadata",
-                         "matchms_diffms.formula_sources.mass_decomposition"]
+    assert providers == ["matchms_diffms.formula_sources.given", "matchms_diffms.formula_sources.mass_decomposition"]
     assert all(listed[p] == ["diffms_formula_candidates"] for p in providers)
     assert listed["matchms_diffms.writers"] == ["diffms_output_writers"]
     assert {"diffms_weight_sources", "diffms_load_model"} <= set(listed["matchms_diffms.weights"])
     assert set(plugins.output_writers()) >= {".mgf", ".msp", ".json", ".tsv"}
 
 
-def test_call_order_of_formula_providers(fresh_pm):
-    impls = plugins._ordered_impls(plugins.get_plugin_manager().hook.diffms_formula_candidates)
-    assert [i.plugin_name.rsplit(".", 1)[1] for i in impls] == ["metadata", "precursor_formula", "sirius",
-                                                                 "mass_decomposition"]
+def test_first_result_hooks_use_pluggy_order(fresh_pm):
+    hook = plugins.get_plugin_manager().hook
+    assert hook.diffms_formula_candidates.spec.opts["firstresult"]
+    assert hook.diffms_load_model.spec.opts["firstresult"]
+    impls = hook.diffms_formula_candidates.get_hookimpls()         # pluggy calls them last to first
+    assert [(i.plugin_name.rsplit(".", 1)[1], i.tryfirst, i.trylast) for i in impls] == [
+        ("mass_decomposition", False, True), ("given", True, False)]
+
+
+@pytest.mark.parametrize("metadata, context, source", [
+    ({"formula": "C8H10N4O2", "precursor_formula": "C8H11N4O2", "feature_id": "1"},
+     {"sirius_formulas": {"1": [("C8H10N4O2", "[M+H]+", 1.0)]}}, "metadata"),
+    ({"precursor_formula": "C8H11N4O2", "feature_id": "1"},
+     {"sirius_formulas": {"1": [("C8H10N4O2", "[M+H]+", 1.0)]}}, "precursor_formula"),
+    ({"feature_id": "1"}, {"sirius_formulas": {"1": [("C8H10N4O2", "[M+H]+", 1.0)]}}, "sirius"),
+    ({}, {}, "mass_decomposition"),
+])
+def test_order_of_builtin_formula_sources(fresh_pm, metadata, context, source):
+    found = plugins.formula_candidates(spec(precursor_mz=CAFFEINE_MH, adduct="[M+H]+", **metadata), context)
+    assert found[0].source == source and found[0].formula.hill() == "C8H10N4O2"
 
 
 class ConstantProvider:
@@ -130,7 +145,7 @@ class ConstantProvider:
     def diffms_formula_candidates(self, spectrum, context):
         self.calls += 1
         if not self.answer:
-            return []
+            return None
         return [FormulaCandidate(Formula.parse(self.formula), parse_adduct("[M+H]+"), "buddy", score=0.9)]
 
 
@@ -245,3 +260,110 @@ def test_missing_optional_builtin_is_skipped(fresh_pm, monkeypatch, caplog):
         names = [n for n, _ in plugins.list_plugins()]
     assert "matchms_diffms.does_not_exist" not in names and "matchms_diffms.writers" in names
     assert not caplog.records                                    # absent module: silent (it is optional)
+
+
+# ------------------------------------------------------------------------------------------ third-party formats
+TOY_PLUGIN = '''
+    import json
+    from pathlib import Path
+
+    from matchms_diffms import FormulaCandidate, WeightsError, hookimpl
+    from matchms_diffms.chem import Formula, parse_adduct
+
+    @hookimpl
+    def diffms_load_model(path, config_overrides):
+        """A weight format of its own: a JSON file naming a config and a seed for random weights."""
+        if Path(path).suffix != ".toyweights":
+            return None
+        import torch
+        from matchms_diffms.model.config import DiffMSConfig
+        from matchms_diffms.model.diffms import DiffMS
+
+        try:
+            spec = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as err:
+            raise WeightsError(f"{path}: broken toy weights: {err}") from None
+        torch.manual_seed(spec["seed"])
+        model = DiffMS(DiffMSConfig(**{**spec["config"], **config_overrides}))
+        return model.eval(), {"name": "toy", "sha256": "7" * 64, "path": str(path), "format": "toy"}
+
+    @hookimpl
+    def diffms_formula_candidates(spectrum, context):
+        text = spectrum.get("toy_formula")
+        if text is None:
+            return None
+        return [FormulaCandidate(Formula.parse(text), parse_adduct("[M+H]+"), "toy", score=1.0)]
+'''
+
+
+@pytest.fixture
+def toy_format(tmp_path, monkeypatch, fresh_pm):
+    """A third-party distribution, installed through an entry point, with a weight loader and a provider."""
+    from reliability_helpers import TINY_CONFIG
+
+    tag = tmp_path.name.replace("-", "_").replace(".", "_")
+    module = f"toy_{tag}"
+    make_distribution(tmp_path, f"diffms_toy_{tag}", "0.1", {"toy": module}, {module: TOY_PLUGIN})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    weights = tmp_path / "model.toyweights"
+    weights.write_text(json.dumps({"seed": 3, "config": TINY_CONFIG}))
+    yield weights
+    sys.modules.pop(module, None)
+
+
+ETHANOL_MH = 47.049141
+
+
+def test_third_party_loader_and_provider_through_entry_points(toy_format):
+    from matchms_diffms import DiffMSAnnotator, load_model, read_annotation
+
+    assert set(dict(plugins.list_plugins())["toy"]) == {"diffms_load_model", "diffms_formula_candidates"}
+    model, info = load_model(str(toy_format))
+    assert info["format"] == "toy" and model.config.name == "reliability-tiny"
+    annotator = DiffMSAnnotator.from_pretrained(str(toy_format), n_samples=4, steps=5, seed=1)
+    # no formula in the metadata: the plugin's provider answers before the built-in mass decomposition
+    result = read_annotation(annotator.annotate(spec(toy_formula="C2H6O", precursor_mz=ETHANOL_MH)))
+    assert (result["formula_source"], result["formula"]) == ("toy", "C2H6O")
+    assert result["model"] == "toy@777777777777"
+    assert result["status"].split(":")[0] in ("ok", "no_valid_candidates", "no_annotated_peaks")
+    # a formula given with the spectrum still wins over the plugin
+    result = read_annotation(annotator.annotate(spec(formula="C2H6O", toy_formula="C3H8O",
+                                                     precursor_mz=ETHANOL_MH)))
+    assert result["formula_source"] == "metadata"
+
+
+def test_third_party_weights_in_the_annotate_command(toy_format, tmp_path):
+    from click.testing import CliRunner
+
+    from matchms_diffms import cli
+
+    mgf = tmp_path / "in.mgf"
+    mgf.write_text("BEGIN IONS\nTITLE=a\nPEPMASS=47.049141\nTOY_FORMULA=C2H6O\n29.03858 100\nEND IONS\n")
+    out = tmp_path / "out.tsv"
+    result = CliRunner().invoke(cli.main, ["annotate", str(mgf), "-o", str(out), "--weights", str(toy_format),
+                                           "--samples", "4", "--steps", "5", "--seed", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    header, row = out.read_text().splitlines()[:2]
+    cells = dict(zip(header.split("\t"), row.split("\t")))
+    assert (cells["formula_source"], cells["model"]) == ("toy", "toy@777777777777")
+
+
+def test_unknown_weight_file_is_refused_by_every_loader(fresh_pm, tmp_path):
+    from matchms_diffms import WeightsError, load_model
+    from matchms_diffms.weights import diffms_load_model
+
+    odd = tmp_path / "model.onnx"
+    odd.write_bytes(b"\x08\x07onnx-ish")
+    assert diffms_load_model(path=odd, config_overrides={}) is None          # the built-in loader passes
+    assert diffms_load_model(path=tmp_path, config_overrides={}) is None     # a folder of someone else's
+    with pytest.raises(WeightsError, match="no plugin loader understands it"):
+        load_model(str(odd))
+
+
+def test_broken_file_of_a_plugin_format_is_its_error(toy_format):
+    from matchms_diffms import WeightsError, load_model
+
+    broken = toy_format.with_name("broken.toyweights")
+    broken.write_text("{not json")
+    with pytest.raises(WeightsError, match="broken toy weights"):
+        load_model(str(broken))

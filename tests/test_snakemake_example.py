@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from matchms.importing import load_from_mgf
 
-from matchms_diffms.annotator import DiffMSAnnotator, read_candidates, status_code
+from matchms_diffms import DiffMSAnnotator, read_candidates, status_code
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "annotator_tiny.mgf"

@@ -11,7 +11,7 @@ from matchms import Spectrum
 from matchms.importing import load_from_json, load_from_mgf, load_from_msp
 
 from matchms_diffms import writers
-from matchms_diffms.annotator import read_annotation
+from matchms_diffms import read_annotation
 from matchms_diffms.plugins import output_writers
 from matchms_diffms.writers import (TSV_COLUMNS, OutputError, atomic_write, decode_candidates, tsv_rows,
                                     write_json, write_mgf, write_msp, write_tsv)
