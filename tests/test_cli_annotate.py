@@ -497,7 +497,7 @@ def test_worker_errors_reach_the_user_as_one_line(fake, mgf, tmp_path, monkeypat
 def test_plugins_command():
     result = run("plugins")
     assert result.exit_code == 0
-    assert "matchms_diffms.formula_sources.metadata: diffms_formula_candidates" in result.output
+    assert "matchms_diffms.formula_sources.given: diffms_formula_candidates" in result.output
     assert "matchms_diffms.writers: diffms_output_writers" in result.output
     [formats] = [line for line in result.output.splitlines() if line.startswith("output formats: ")]
     assert {".json", ".mgf", ".msp", ".tsv"} <= set(formats[len("output formats: "):].split(", "))

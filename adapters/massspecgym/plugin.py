@@ -93,7 +93,7 @@ def query_spectrum(spectrum, with_formula: bool = True):
 
 def predicted_smiles(annotated, top_k: int | None = None) -> list[str]:
     """Ranked candidate SMILES of an annotated spectrum (empty when it has none)."""
-    from matchms_diffms.annotator import read_candidates
+    from matchms_diffms import read_candidates
 
     smiles = [c.get("smiles") for c in read_candidates(annotated.get("diffms_candidates")) if c.get("smiles")]
     return smiles[:top_k] if top_k is not None else smiles
@@ -294,7 +294,7 @@ def evaluate_prediction_file(predictions_path, labels_path, fold: str | None = N
               help="Also write the annotated spectra (.mgf, .json, ...).")
 def msg_predict(tsv, output, fold, limit, without_formula, weights, n_samples, steps, top_k, seed, annotated):
     """Predict structures for the spectra of a MassSpecGym TSV and write MassSpecGym-style predictions."""
-    from matchms_diffms.annotator import DiffMSAnnotator
+    from matchms_diffms import DiffMSAnnotator
 
     spectra = read_massspecgym(tsv, fold=fold, limit=limit)
     if not spectra:

@@ -201,7 +201,7 @@ def _fmt(value, digits: int) -> str:
 
 def candidate_rows(spectrum) -> list[dict]:
     """Local-database rows of one annotated spectrum (one per candidate, best first); [] without candidates."""
-    from matchms_diffms.annotator import read_annotation
+    from matchms_diffms import read_annotation
     from matchms_diffms.chem.formula import Formula, FormulaError
 
     ann = read_annotation(spectrum)
@@ -286,7 +286,7 @@ def _inchi(smiles: str) -> str:
 
 def graphml_nodes(spectra) -> list[tuple[str, dict]]:
     """(node id, attributes) of the top candidate of every annotated spectrum with a feature id."""
-    from matchms_diffms.annotator import read_annotation
+    from matchms_diffms import read_annotation
     from matchms_diffms.chem.adducts import UnsupportedAdductError, precursor_mz
     from matchms_diffms.chem.formula import FormulaError
 

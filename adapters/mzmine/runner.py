@@ -447,7 +447,7 @@ class RowResult:
 
 def result_for(row_id: int, annotated, formula, top_k: int) -> RowResult:
     """Ranked SMILES of an annotated spectrum, filtered for MZmine (see :func:`mzmine_smiles`)."""
-    from matchms_diffms.annotator import read_candidates
+    from matchms_diffms import read_candidates
 
     out = RowResult(row_id, status=str(annotated.get("diffms_status") or ""))
     seen = set()
@@ -506,7 +506,7 @@ def choose_weights(checkpoint: str | None) -> tuple[str, str | None]:
 
 def load_annotator(weights: str, args):
     """The annotator used for all rows (one formula per row, the row's own)."""
-    from matchms_diffms.annotator import DiffMSAnnotator
+    from matchms_diffms import DiffMSAnnotator
 
     return DiffMSAnnotator.from_pretrained(weights, n_samples=args.n_samples, steps=args.steps, top_k=args.top_k,
                                            seed=args.seed, max_formulas=1, batch_size=args.batch_size)

@@ -221,7 +221,7 @@ def _inchi(smiles: str) -> str:
 
 def denovo_rows(spectrum, sirius_rows: list[SiriusFormula] | None = None) -> list[dict]:
     """De novo table rows (one per DiffMS candidate, best first) of an annotated spectrum."""
-    from matchms_diffms.annotator import read_annotation
+    from matchms_diffms import read_annotation
     from matchms_diffms.chem.adducts import UnsupportedAdductError, ion_formula, parse_adduct
     from matchms_diffms.chem.formula import Formula, FormulaError
 
@@ -345,7 +345,7 @@ def sirius_annotate(spectra, sirius, output, annotated, weights, n_samples, step
     SPECTRA is typically MZmine's SIRIUS export (.mgf: MS1 blocks are skipped, the MS2 blocks of a feature
     merged); any matchms-readable file works. SIRIUS' mappingFeatureId is matched to FEATURE_ID.
     """
-    from matchms_diffms.annotator import DiffMSAnnotator
+    from matchms_diffms import DiffMSAnnotator
 
     table = read_formula_identifications(sirius)
     spectra_list = load_input_spectra(spectra)
