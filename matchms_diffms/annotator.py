@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import numpy as np
-import torch
 
 from .metadata import METADATA_KEYS, STATUS_CODES, spectrum_label
 from .ranking import Calibration, merge_ranked, rank_candidates
@@ -335,6 +334,8 @@ class DiffMSAnnotator:
         out.set("diffms_adduct_assumed", bool(cand.adduct_assumed))
 
     def _run_formula(self, spectrum, cand, key: str) -> FormulaResult:
+        import torch
+
         result = FormulaResult(cand)
         try:
             atoms = self._check_formula(cand)
@@ -426,8 +427,9 @@ class DiffMSAnnotator:
         return assign_subformulae(spectrum.peaks.mz, spectrum.peaks.intensities, cand.formula, name, parent,
                                   ppm_tol=self.subformula_ppm)
 
-    @torch.no_grad()
     def _encode(self, annotation: dict):
+        import torch
+
         from .model.tokens import collate, tokens_from_annotation
 
         tokens = collate([tokens_from_annotation(annotation, self.config.adducts)])   # one spectrum, no padding

@@ -174,6 +174,7 @@ def annotate_command(input_path, output_path, weights, samples, steps, top_k, se
       2    invalid input or options
       130  interrupted (checkpoint kept: rerun with --resume)
     """
+    _check_weights(weights)
     if threads:
         import torch
 
@@ -297,6 +298,17 @@ def _check_paths(input_path: Path, output_path: Path):
     if not folder.is_dir():
         raise InputError(f"cannot write {output_path}: folder {folder} does not exist")
     return writer
+
+
+def _check_weights(weights) -> None:
+    """Resolve and verify the weights before anything else (reading the input, importing matchms or torch),
+    so that a wrong name or a damaged file fails in about a second."""
+    from .weights import WeightsError, check_weights
+
+    try:
+        check_weights(weights)
+    except WeightsError as err:
+        raise InputError(str(err)) from None
 
 
 def _sha256(path: Path) -> str:

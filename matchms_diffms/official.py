@@ -20,8 +20,6 @@ import tarfile
 import zlib
 from pathlib import Path
 
-import torch
-
 from .model.config import DiffMSConfig, OFFICIAL_ATOM_TYPES
 
 logger = logging.getLogger("matchms.diffms")
@@ -47,6 +45,8 @@ def _unpickling_reason(err: Exception) -> str:
 
 
 def _torch_load_bytes(raw: bytes, source: str) -> dict:
+    import torch
+
     try:
         obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

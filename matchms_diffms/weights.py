@@ -10,7 +10,8 @@ A weights folder holds::
 
 ``load_model`` checks the sha256 before reading a single tensor; a tampered file is refused.
 Names resolve through the ``diffms_weight_sources`` hook: the built-in source maps every folder of the
-repository's ``weights/`` (and of ``$MATCHMS_DIFFMS_WEIGHTS_DIR``) to its name; ``default`` is ours.
+shipped weights (:func:`shipped_weights_dir`) and of ``$MATCHMS_DIFFMS_WEIGHTS_DIR`` to its name; ``default``
+is ours. This module imports neither torch nor safetensors at import time (the CLI's ``--help`` stays quick).
 """
 from __future__ import annotations
 
@@ -23,9 +24,6 @@ import threading
 from pathlib import Path
 
 import click
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from .hookspecs import hookimpl
 from .model.config import DiffMSConfig
@@ -34,9 +32,20 @@ from .official import WeightsError, load_official, load_state_strict
 logger = logging.getLogger("matchms.diffms")
 
 FORMAT = "matchms-diffms-weights/1"
-REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+PACKAGE_DIR = Path(__file__).resolve().parent
 _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
+
+
+def shipped_weights_dir() -> Path:
+    """The folder holding the weights that ship with matchms-diffms, one subfolder per name.
+
+    An installed wheel carries them as package data in ``matchms_diffms/_weights/`` (``setup.py`` copies every
+    ``weights/<name>/`` there); a checkout (editable install, or ``PYTHONPATH``) uses the repository's
+    ``weights/`` folder itself.
+    """
+    packaged = PACKAGE_DIR / "_weights"
+    return packaged if packaged.is_dir() else PACKAGE_DIR.parent / "weights"
 
 
 def sha256_file(path: Path) -> str:
@@ -50,6 +59,8 @@ def sha256_file(path: Path) -> str:
 # ------------------------------------------------------------------------------------------ writing
 def save_weights(model, directory: str | Path, info: dict | None = None) -> Path:
     """Write ``model`` as safetensors + config.json (with the tensors' sha256) into ``directory``."""
+    from safetensors.torch import save_file
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -70,10 +81,20 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ reading
-def load_weights_dir(directory: str | Path, overrides: dict | None = None):
-    """Load one of our weights folders; verifies the sha256 first. Returns ``(model, info)``."""
-    from .model.diffms import DiffMS
+def verify_weights_dir(directory: str | Path) -> tuple[dict, str]:
+    """Check one of our weights folders without loading it: both files present, a known format, and the
+    sha256 of ``model.safetensors`` equal to the one in ``config.json``.
 
+    Returns
+    -------
+    (dict, str)
+        The parsed ``config.json`` and the sha256 of ``model.safetensors``.
+
+    Raises
+    ------
+    WeightsError
+        With a one-line message naming the file and the problem.
+    """
     directory = Path(directory)
     cfg_path, tensor_path = directory / "config.json", directory / "model.safetensors"
     for p in (cfg_path, tensor_path):
@@ -90,6 +111,19 @@ def load_weights_dir(directory: str | Path, overrides: dict | None = None):
     if digest != meta.get("sha256"):
         raise WeightsError(f"{tensor_path}: sha256 {digest[:12]}… does not match config.json "
                            f"({str(meta.get('sha256'))[:12]}…): the file was modified or corrupted")
+    return meta, digest
+
+
+def load_weights_dir(directory: str | Path, overrides: dict | None = None):
+    """Load one of our weights folders; verifies the sha256 first. Returns ``(model, info)``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .model.diffms import DiffMS
+
+    directory = Path(directory)
+    meta, digest = verify_weights_dir(directory)
+    cfg_path, tensor_path = directory / "config.json", directory / "model.safetensors"
     try:
         config = DiffMSConfig.from_dict(meta["config"])
         if overrides:
@@ -121,6 +155,46 @@ def resolve(name_or_path: str | Path) -> Path:
     known = ", ".join(sorted(sources)) or "none"
     raise WeightsError(f"unknown weights {name_or_path!r}: not a file or folder, and not a known name "
                        f"(known: {known})")
+
+
+def check_weights(name_or_path: str | Path) -> Path:
+    """Resolve weights and check them without loading a tensor (no torch import): our folders get the full
+    :func:`verify_weights_dir` (sha256 included), a checkpoint file must exist. Run before any other work, so
+    that a wrong name or a damaged file fails in seconds.
+
+    Returns
+    -------
+    Path
+        As :func:`resolve`.
+    """
+    path = resolve(name_or_path)
+    if path.is_dir():
+        verify_weights_dir(path)
+    elif not Path(str(path).split("::", 1)[0]).is_file():
+        raise WeightsError(f"{path}: no such checkpoint file")
+    return path
+
+
+def describe_weights(path: str | Path) -> dict:
+    """Size, sha256 and state of one weights folder or checkpoint file, for ``weights list``.
+
+    Returns
+    -------
+    dict
+        ``size`` (bytes of the tensor file), ``sha256`` (of the tensor file), ``check`` (``"ok"``, or the
+        one-line problem of a folder that fails :func:`verify_weights_dir`).
+    """
+    path = Path(path)
+    tensors = path / "model.safetensors" if path.is_dir() else Path(str(path).split("::", 1)[0])
+    if not tensors.is_file():
+        return {"size": None, "sha256": None, "check": f"{tensors}: missing"}
+    check = "ok"
+    if path.is_dir():
+        try:
+            verify_weights_dir(path)
+        except WeightsError as err:
+            check = str(err)
+    return {"size": tensors.stat().st_size, "sha256": sha256_file(tensors), "check": check}
 
 
 def load_model(name_or_path: str | Path = "default", config_overrides: dict | None = None):
@@ -206,7 +280,7 @@ def diffms_load_model(path, config_overrides):
 @hookimpl
 def diffms_weight_sources():
     sources = {}
-    roots = [REPO_WEIGHTS]
+    roots = [shipped_weights_dir()]
     if os.environ.get("MATCHMS_DIFFMS_WEIGHTS_DIR"):
         roots.insert(0, Path(os.environ["MATCHMS_DIFFMS_WEIGHTS_DIR"]))
     for root in roots:
@@ -242,11 +316,15 @@ def diffms_register_commands(cli):
 
     @weights_group.command("list")
     def list_weights():
-        """List the named weights that are available."""
+        """List the named weights that are available: name, size and sha256 of the tensor file, the check
+        of a weights folder (sha256 against config.json: "ok" or the problem), and the path."""
         from .plugins import weight_sources
 
+        click.echo("name\tsize_MB\tsha256\tcheck\tpath")
         for name, path in sorted(weight_sources().items()):
-            click.echo(f"{name}\t{path}")
+            d = describe_weights(path)
+            size = "-" if d["size"] is None else f"{d['size'] / 1e6:.1f}"
+            click.echo(f"{name}\t{size}\t{d['sha256'] or '-'}\t{d['check']}\t{path}")
 
     @weights_group.command("verify")
     @click.argument("folder", type=click.Path(exists=True, file_okay=False))
@@ -259,5 +337,6 @@ def diffms_register_commands(cli):
         click.echo(f"ok {info['name']} sha256={info['sha256']}")
 
 
-__all__ = ["WeightsError", "load_model", "save_weights", "load_weights_dir", "convert_checkpoint",
-           "resolve", "sha256_file"]
+__all__ = ["WeightsError", "load_model", "save_weights", "load_weights_dir", "verify_weights_dir",
+           "convert_checkpoint", "resolve", "check_weights", "describe_weights", "shipped_weights_dir",
+           "sha256_file"]

@@ -10,6 +10,24 @@ DATA = SHARED / "data"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+def pytest_configure(config):
+    """Refuse to test a mix of two trees: ``matchms_diffms`` from one checkout (e.g. through ``PYTHONPATH``) and
+    ``matchms_diffms_adapters`` from another (e.g. an editable install of a different checkout)."""
+    import matchms_diffms
+
+    core = Path(matchms_diffms.__file__).resolve().parents[1]
+    fix = ("install this checkout (pip install -e .) or, to run it through PYTHONPATH, link the adapters under "
+           "their package name (ln -s adapters matchms_diffms_adapters)")
+    try:
+        import matchms_diffms_adapters
+    except ImportError as err:
+        pytest.exit(f"matchms_diffms_adapters cannot be imported ({err}): {fix}", returncode=4)
+    adapters = Path(matchms_diffms_adapters.__file__).resolve().parents[1]
+    if core != adapters:
+        pytest.exit(f"matchms_diffms is imported from {core} but matchms_diffms_adapters from {adapters}: {fix}",
+                    returncode=4)
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found: the shared DiffMS fixtures/data sit beside the repository only "

@@ -1,4 +1,4 @@
-"""Released-MZmine route (``adapters.mzmine.fbmn`` and ``adapters.mzmine.plugin``): MZmine's GNPS-FBMN and
+"""Released-MZmine route (``matchms_diffms_adapters.mzmine.fbmn`` and ``.plugin``): MZmine's GNPS-FBMN and
 SIRIUS MGF exports in, Local compound database CSV and GNPS graphml out."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from matchms import Spectrum
 from matchms.exporting import save_as_mgf
 
-from adapters.mzmine import fbmn, plugin
+from matchms_diffms_adapters.mzmine import fbmn, plugin
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adapters"
 FBMN = FIXTURES / "mzmine_fbmn.mgf"

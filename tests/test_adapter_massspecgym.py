@@ -1,4 +1,4 @@
-"""MassSpecGym adapter (``adapters.massspecgym.plugin``): TSV reading, prediction files, evaluation."""
+"""MassSpecGym adapter (``matchms_diffms_adapters.massspecgym.plugin``): TSV reading, prediction files, evaluation."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 
-from adapters.massspecgym import plugin as msg
+from matchms_diffms_adapters.massspecgym import plugin as msg
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adapters"
 TSV = FIXTURES / "massspecgym_adapter.tsv"

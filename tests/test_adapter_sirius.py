@@ -1,4 +1,4 @@
-"""SIRIUS adapter (``adapters.sirius.plugin``): formula identification tables of SIRIUS 6 / earlier 6.x /
+"""SIRIUS adapter (``matchms_diffms_adapters.sirius.plugin``): formula identification tables of SIRIUS 6 / earlier 6.x /
 SIRIUS 5 as formula candidates, and the de novo structure table."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from matchms import Spectrum
 
-from adapters.mzmine.fbmn import read_mzmine_mgf
-from adapters.sirius import plugin as sirius
+from matchms_diffms_adapters.mzmine.fbmn import read_mzmine_mgf
+from matchms_diffms_adapters.sirius import plugin as sirius
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adapters"
 SIRIUS6 = FIXTURES / "sirius6"

@@ -101,6 +101,7 @@ def fake(monkeypatch):
     FakeAnnotator.created = []
     FakeAnnotator.interrupt_at = None
     monkeypatch.setattr(cli, "annotator_class", lambda: FakeAnnotator)
+    monkeypatch.setattr(cli, "_check_weights", lambda weights: None)    # FakeAnnotator judges the weights
     return FakeAnnotator
 
 

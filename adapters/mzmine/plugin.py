@@ -1,6 +1,6 @@
 """matchms-diffms plugin for MZmine: the ``mzmine-prepare`` / ``mzmine-export`` commands and two writers.
 
-Registered through the ``matchms_diffms`` entry-point group (``mzmine = adapters.mzmine.plugin``).
+Registered through the ``matchms_diffms`` entry-point group (``mzmine = matchms_diffms_adapters.mzmine.plugin``).
 
 Commands::
 

@@ -315,7 +315,7 @@ def load_input_spectra(path) -> list:
     """Spectra to annotate: MGF files go through the MZmine reader (MS1 blocks skipped, scans merged),
     other formats through matchms' ``load_spectra``."""
     if str(path).lower().endswith(".mgf"):
-        from adapters.mzmine.fbmn import read_mzmine_mgf
+        from ..mzmine.fbmn import read_mzmine_mgf
 
         return read_mzmine_mgf(path)
     from matchms.importing import load_spectra
