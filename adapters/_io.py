@@ -4,12 +4,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from matchms_diffms.writers import atomic_write
+from matchms_diffms import atomic_write
 
 
 def write_text_atomic(path, write) -> None:
     """Call ``write(fh)`` on a temporary UTF-8 text file beside ``path`` (no newline translation), then
-    rename it to ``path`` (``matchms_diffms.writers.atomic_write``: fsync, permissions, ``OutputError``)."""
+    rename it to ``path`` (``matchms_diffms.atomic_write``: fsync, permissions, ``OutputError``)."""
     def fill(tmp):
         with open(tmp, "w", encoding="utf-8", newline="") as fh:
             write(fh)

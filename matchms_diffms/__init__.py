@@ -40,8 +40,8 @@ _PUBLIC = {
     "load_model": "weights",
     "WeightsError": "official",
     "write_report": "report",
-    "atomic_write": "writers",
-    "OutputError": "writers",
+    "atomic_write": "files",
+    "OutputError": "files",
     "hookimpl": "hookspecs",
     "FormulaCandidate": "formula_sources",
 }

@@ -13,11 +13,9 @@ checkpoint in the way); 130 interrupted (the checkpoint is kept).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
-import math
 import multiprocessing
 import os
 import re
@@ -30,6 +28,8 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .files import plain_value, sha256_file
+from .metadata import status_code
 from .plugins import list_plugins, output_writers, plugin_versions, register_commands
 
 logger = logging.getLogger("matchms.diffms")
@@ -222,7 +222,7 @@ def _annotate(*, input_path: Path, output_path: Path, weights, samples, steps, t
 
     settings = {"weights": str(weights), "samples": samples, "steps": steps, "top_k": top_k,
                 "max_formulas": max_formulas, "complete": complete, "shard": f"{shard_i}/{shard_n}"}
-    header = {"format": CHECKPOINT_FORMAT, "input": str(input_path.resolve()), "input_sha256": _sha256(input_path),
+    header = {"format": CHECKPOINT_FORMAT, "input": str(input_path.resolve()), "input_sha256": sha256_file(input_path),
               "n_spectra": n_total, "seed": seed, "settings": settings}
     done: dict[int, dict] = {}
     resuming = resume and checkpoint_path.exists()
@@ -267,13 +267,9 @@ def _annotate(*, input_path: Path, output_path: Path, weights, samples, steps, t
             message += f" (the results are kept in {checkpoint_path}; fix the problem and rerun with --resume)"
         raise RunError(message) from None
     checkpoint_path.unlink(missing_ok=True)
-    counts = Counter(_status_code(s.get("diffms_status")) for s in annotated)
+    counts = Counter(status_code(s.get("diffms_status")) or "no status" for s in annotated)
     summary = ", ".join(f"{n} {code}" for code, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     click.echo(f"wrote {len(annotated)} spectra to {output_path}" + (f" ({summary})" if summary else ""), err=True)
-
-
-def _status_code(status) -> str:
-    return "no status" if status is None else str(status).split(":", 1)[0].strip()
 
 
 def _check_paths(input_path: Path, output_path: Path):
@@ -309,14 +305,6 @@ def _check_weights(weights) -> None:
         check_weights(weights)
     except WeightsError as err:
         raise InputError(str(err)) from None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -581,23 +569,6 @@ def apply_additions(spectrum, record: dict):
                     metadata_harmonization=False)
 
 
-def _jsonable(value):
-    """Plain JSON value for the checkpoint (numpy scalars / arrays, tuples converted)."""
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def metadata_changes(original, annotated) -> dict:
     """What the annotator changed: ``{"metadata": {added or changed keys: JSON-ready values},
     "removed": [keys it dropped]}`` (it drops stale diffms_* results of an earlier run)."""
@@ -618,7 +589,7 @@ def metadata_changes(original, annotated) -> dict:
                     same = False
             if same:
                 continue
-        changed[key] = _jsonable(value)
+        changed[key] = plain_value(value, finite=True)
     return {"metadata": changed, "removed": sorted(k for k in before if k not in after)}
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 import warnings
@@ -43,6 +42,7 @@ from rdkit import Chem, DataStructs, rdBase
 from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 
 from .chem.formula import Formula
+from .files import atomic_write_text, plain_value
 from .hookspecs import hookimpl
 from .metadata import read_candidates, status_code
 
@@ -530,26 +530,10 @@ def _metrics_in_processes(pairs: list, workers: int, mces: MCESCache) -> list:
 
 
 def _write_json(data: dict, path: Path) -> None:
-    from .writers import atomic_write
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-
+    """Strict JSON (non-finite numbers as null), written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, write)
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+    atomic_write_text(path, json.dumps(plain_value(data, finite=True), indent=2, allow_nan=False) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------- command
@@ -589,9 +573,9 @@ def evaluate_command(file, weights, output, n_samples, steps, top_k, limit, seed
                            one_per_structure=not all_spectra, limit=limit, compute_mces=not no_mces,
                            details=rows, ionmode=ionmode, complete=complete, workers=workers)
     result.update(workers=workers, threads=threads)
-    _write_json(_json_safe(result), Path(output))
+    _write_json(result, Path(output))
     if details:
-        _write_json(_json_safe({"metrics": result, "spectra": rows}), Path(details))
+        _write_json({"metrics": result, "spectra": rows}, Path(details))
     for key in METRIC_KEYS:
         if key in result:
             click.echo(f"{key:22s} {result[key]}")

@@ -14,9 +14,7 @@ from __future__ import annotations
 import html
 import logging
 import math
-import os
 import re
-import tempfile
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +24,7 @@ import click
 import numpy as np
 
 from .metadata import read_annotation, spectrum_label, status_code
+from .files import atomic_write_text
 from .hookspecs import hookimpl
 
 logger = logging.getLogger("matchms.diffms")
@@ -227,7 +226,7 @@ def render_report(spectra: Iterable, title: str = "matchms-diffms report") -> st
 
 
 def write_report(spectra: Iterable, path, title: str = "matchms-diffms report") -> Path:
-    """Write one self-contained HTML page for annotated spectra (atomically: temp file + rename).
+    """Write one self-contained HTML page for annotated spectra (atomically, see ``files.atomic_write``).
 
     Parameters
     ----------
@@ -242,18 +241,7 @@ def write_report(spectra: Iterable, path, title: str = "matchms-diffms report") 
     -------
     pathlib.Path
     """
-    path = Path(path)
-    text = render_report(spectra, title)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic_write_text(path, render_report(spectra, title))
 
 
 def load_annotated(path) -> list:

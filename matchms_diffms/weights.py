@@ -15,16 +15,15 @@ is ours. This module imports neither torch nor safetensors at import time (the C
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 
 import click
 
+from .files import atomic_write, atomic_write_text, sha256_file
 from .hookspecs import hookimpl
 from .model.config import DiffMSConfig
 from .official import WeightsError, load_official, load_state_strict
@@ -48,14 +47,6 @@ def shipped_weights_dir() -> Path:
     return packaged if packaged.is_dir() else PACKAGE_DIR.parent / "weights"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ------------------------------------------------------------------------------------------ writing
 def save_weights(model, directory: str | Path, info: dict | None = None) -> Path:
     """Write ``model`` as safetensors + config.json (with the tensors' sha256) into ``directory``."""
@@ -64,20 +55,11 @@ def save_weights(model, directory: str | Path, info: dict | None = None) -> Path
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = directory / "model.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, directory / "model.safetensors")
+    atomic_write(directory / "model.safetensors", lambda tmp: save_file(tensors, tmp))
     meta = {"format": FORMAT, "config": model.config.to_dict(),
             "sha256": sha256_file(directory / "model.safetensors"), "info": info or {}}
-    _atomic_write_text(directory / "config.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(directory / "config.json", json.dumps(meta, indent=2) + "\n")
     return directory
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -168,8 +150,10 @@ def check_weights(name_or_path: str | Path) -> Path:
         As :func:`resolve`.
     """
     path = resolve(name_or_path)
-    if path.is_dir():
+    if _is_ours(path):
         verify_weights_dir(path)
+    elif path.is_dir():
+        pass               # another format's folder: a plugin's loader checks it when it loads it
     elif not Path(str(path).split("::", 1)[0]).is_file():
         raise WeightsError(f"{path}: no such checkpoint file")
     return path
@@ -338,5 +322,4 @@ def diffms_register_commands(cli):
 
 
 __all__ = ["WeightsError", "load_model", "save_weights", "load_weights_dir", "verify_weights_dir",
-           "convert_checkpoint", "resolve", "check_weights", "describe_weights", "shipped_weights_dir",
-           "sha256_file"]
+           "convert_checkpoint", "resolve", "check_weights", "describe_weights", "shipped_weights_dir"]

@@ -26,21 +26,16 @@ import csv
 import json
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
-import numpy as np
-
+from .files import OutputError, atomic_write, plain_value
 from .metadata import read_candidates, spectrum_id
 from .hookspecs import hookimpl
 
 logger = logging.getLogger("matchms.diffms")
 
 __all__ = [
-    "OutputError",
     "TSV_COLUMNS",
-    "atomic_write",
     "write_mgf",
     "write_msp",
     "write_json",
@@ -57,88 +52,10 @@ TSV_COLUMNS = ("spectrum_id", "rank", "smiles", "inchikey", "formula", "score", 
 _JSON_KEYS = ("diffms_candidates",)
 
 
-class OutputError(Exception):
-    """An output file cannot be written; the message names the path and the reason."""
-
-
-# ------------------------------------------------------------------------------------------ atomic writing
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path, write_tmp) -> Path:
-    """Write ``path`` atomically: ``write_tmp(tmp_path: str)`` fills a temporary file in the same folder,
-    which is then fsynced and renamed over ``path``.
-
-    The temporary file keeps the extension of ``path`` (some matchms exporters look at it). On any error the
-    temporary file is removed and ``path`` is left as it was.
-
-    Raises
-    ------
-    OutputError
-        For any ``OSError`` (disk full, permission denied, missing folder, ...).
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"cannot write {path}: folder {folder} does not exist")
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=folder)
-        os.close(fd)
-        write_tmp(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        mode = (path.stat().st_mode & 0o7777) if path.exists() else (0o666 & ~_umask())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_folder(folder)
-    except OSError as err:
-        reason = err.strerror or str(err)
-        raise OutputError(f"cannot write {path}: {reason}") from err
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Persist the rename (POSIX); file systems without directory fsync are logged, not fatal."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError as err:
-        logger.debug("cannot open folder %s for fsync: %s", folder, err)
-        return
-    try:
-        os.fsync(fd)
-    except OSError as err:
-        logger.debug("fsync of folder %s not supported: %s", folder, err)
-    finally:
-        os.close(fd)
-
-
 # ------------------------------------------------------------------------------------------ metadata coding
-def _plain(value):
-    """numpy scalars / arrays and tuples -> plain Python values (recursively)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
-
-
 def _as_text_value(value):
     """A metadata value as MGF/MSP can hold it (None -> leave the key out)."""
-    value = _plain(value)
+    value = plain_value(value)
     if value is None:
         return None
     if isinstance(value, (list, dict)):
@@ -173,7 +90,7 @@ def _json_safe_clone(spectrum):
             continue
         if key in _JSON_KEYS and isinstance(value, str):
             value = _decoded_or_kept(value, spectrum)
-        metadata[key] = _plain(value)
+        metadata[key] = plain_value(value)
     out.metadata = metadata
     return out
 
@@ -220,7 +137,7 @@ def write_json(spectra, path) -> Path:
 
 
 def _cell(value) -> str:
-    value = _plain(value)
+    value = plain_value(value)
     if value is None:
         return ""
     if isinstance(value, float):

@@ -340,12 +340,12 @@ def test_unexpected_annotator_exception_becomes_an_error_status(fake, tmp_path):
 def test_output_write_failure_keeps_the_checkpoint(fake, mgf, tmp_path, monkeypatch):
     import errno
 
-    from matchms_diffms import writers
+    from matchms_diffms import files, writers
 
     out = tmp_path / "out.mgf"
 
     def full(spectra, path):
-        raise writers.OutputError(f"cannot write {path}: {os.strerror(errno.ENOSPC)}")
+        raise files.OutputError(f"cannot write {path}: {os.strerror(errno.ENOSPC)}")
 
     monkeypatch.setitem(writers.WRITERS, ".mgf", full)
     line = one_line_error(annotate(mgf, out), code=1)

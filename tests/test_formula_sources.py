@@ -8,10 +8,10 @@ from matchms import Spectrum
 
 from matchms_diffms.chem.adducts import ELECTRON_MASS, UnsupportedAdductError, parse_adduct, precursor_mz
 from matchms_diffms.chem.formula import Formula, FormulaError, element_mass
-from matchms_diffms.formula_sources import (MISMATCH, FormulaCandidate, _count_bounds, decompose_mass,
-                                            mass_decomposition_candidates, metadata_candidates,
-                                            mismatch_tolerance, passes_golden_rules,
-                                            precursor_formula_candidates, sirius_candidates, spectrum_adduct)
+from matchms_diffms.chem.decomposition import _count_bounds, decompose_mass, passes_golden_rules
+from matchms_diffms.formula_sources import (MISMATCH, FormulaCandidate, mass_decomposition_candidates,
+                                            metadata_candidates, mismatch_tolerance, precursor_formula_candidates,
+                                            sirius_candidates, spectrum_adduct)
 from matchms_diffms.metadata import spectrum_id, spectrum_label
 from matchms_diffms.plugins import formula_candidates
 

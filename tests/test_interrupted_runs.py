@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from matchms_diffms import cli, writers
+from matchms_diffms import cli, files, writers
 from matchms_diffms import DiffMSAnnotator
 from reliability_helpers import (assert_no_traceback, cli_command, cli_env, good_library_mgf, make_tiny_weights,
                                  parsed_output, run_cli)
@@ -198,18 +198,18 @@ def test_disk_full_on_the_checkpoint_keeps_what_finished(library, reference, tin
 def test_permission_denied_on_the_output(library, tiny_weights, tmp_path, monkeypatch):
     """Root ignores file modes, so the refusal is simulated where the writer creates its temporary file."""
     out = tmp_path / "annotated.mgf"
-    real_mkstemp = writers.tempfile.mkstemp
+    real_mkstemp = files.tempfile.mkstemp
 
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr(writers.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(files.tempfile, "mkstemp", denied)
     result = invoke("annotate", library, "-o", out, "--weights", tiny_weights, *FAST)
     assert result.exit_code == 1
     line = one_line(result)
     assert "Permission denied" in line and str(out) in line and "--resume" in line
     assert cli.checkpoint_path_for(out).exists() and not out.exists()
-    monkeypatch.setattr(writers.tempfile, "mkstemp", real_mkstemp)
+    monkeypatch.setattr(files.tempfile, "mkstemp", real_mkstemp)
     result = invoke("annotate", library, "-o", out, "--weights", tiny_weights, *FAST, "--resume")
     assert result.exit_code == 0, result.output
     assert out.exists() and not cli.checkpoint_path_for(out).exists()
@@ -256,13 +256,13 @@ def test_writers_are_atomic(tmp_path, monkeypatch, ext):
         seen.append((Path(src).parent, Path(dst)))
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(writers.os, "replace", crash)
-    with pytest.raises(writers.OutputError, match="Input/output error"):
+    monkeypatch.setattr(files.os, "replace", crash)
+    with pytest.raises(files.OutputError, match="Input/output error"):
         writers.WRITERS[ext](spectra, path)
     assert seen == [(tmp_path, path)]                              # written beside the target, then renamed
     assert path.read_text() == "old content\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
-    monkeypatch.setattr(writers.os, "replace", real_replace)
+    monkeypatch.setattr(files.os, "replace", real_replace)
     writers.WRITERS[ext](spectra, path)
     assert path.read_text() != "old content\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]

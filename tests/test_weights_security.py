@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from matchms_diffms import cli
 from matchms_diffms.official import WeightsError, read_checkpoint
-from matchms_diffms.weights import load_model, load_weights_dir, sha256_file
+from matchms_diffms.files import sha256_file
+from matchms_diffms.weights import load_model, load_weights_dir
 from reliability_helpers import TINY_CONFIG, assert_no_traceback, make_tiny_weights, run_cli
 
 OFFICIAL_OVERRIDES = {k: TINY_CONFIG[k] for k in ("encoder_layers", "encoder_heads", "decoder_heads",

@@ -10,11 +10,12 @@ import pytest
 from matchms import Spectrum
 from matchms.importing import load_from_json, load_from_mgf, load_from_msp
 
-from matchms_diffms import writers
+from matchms_diffms import files, writers
 from matchms_diffms import read_annotation
 from matchms_diffms.plugins import output_writers
-from matchms_diffms.writers import (TSV_COLUMNS, OutputError, atomic_write, decode_candidates, tsv_rows,
-                                    write_json, write_mgf, write_msp, write_tsv)
+from matchms_diffms.files import OutputError, atomic_write
+from matchms_diffms.writers import (TSV_COLUMNS, decode_candidates, tsv_rows, write_json, write_mgf, write_msp,
+                                    write_tsv)
 
 # SMILES with the characters that could break a text format: = # ; : ( ) [ ] @ / \ + and a quote
 CANDIDATES = [
@@ -220,7 +221,7 @@ def test_permission_error_is_an_output_error(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr(writers.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
     with pytest.raises(OutputError, match="Permission denied") as info:
         write_tsv([annotated()], tmp_path / "t.tsv")
     assert str(tmp_path / "t.tsv") in str(info.value)

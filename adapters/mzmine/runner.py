@@ -74,7 +74,7 @@ from pathlib import Path
 
 import numpy as np
 
-from matchms_diffms.writers import OutputError
+from matchms_diffms import OutputError
 
 from .._io import write_text_atomic
 

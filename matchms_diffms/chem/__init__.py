@@ -13,7 +13,8 @@ from .adducts import (
     parse_adduct,
     precursor_mz,
 )
-from .formula import ELEMENT_MASSES, ELEMENTS_18, Formula, FormulaError, element_mass, is_element
+from .decomposition import decompose_mass, passes_golden_rules
+from .formula import ELEMENT_MASSES, ELEMENTS_18, LOWEST_VALENCE, Formula, FormulaError, element_mass, is_element
 from .molecules import (
     ATOM_DECODER,
     BOND_CLASSES,
@@ -43,7 +44,7 @@ from .subformulae import (
 
 __all__ = [
     # formula
-    "ELEMENTS_18", "ELEMENT_MASSES", "Formula", "FormulaError", "element_mass", "is_element",
+    "ELEMENTS_18", "ELEMENT_MASSES", "LOWEST_VALENCE", "Formula", "FormulaError", "element_mass", "is_element",
     # adducts
     "ELECTRON_MASS", "OFFICIAL_ADDUCTS", "SUPPORTED_ADDUCTS", "Adduct", "UnsupportedAdductError",
     "parse_adduct", "official_name", "official_index", "precursor_mz", "neutral_mass", "ion_formula",
@@ -51,6 +52,8 @@ __all__ = [
     # subformulae
     "SubformulaError", "DEFAULT_MAX_CANDIDATES", "assign_subformulae", "preprocess_peaks", "count_candidates",
     "enumerate_subformulae", "candidate_masses",
+    # mass decomposition
+    "decompose_mass", "passes_golden_rules",
     # molecules
     "ATOM_DECODER", "BOND_CLASSES", "MoleculeError", "MolCheck", "graph_to_mol", "check_molecule",
     "sanitize_and_check", "mol_to_inchi", "inchikey", "inchikey14", "mol_formula", "formula_of_smiles",

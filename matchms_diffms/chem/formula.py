@@ -21,6 +21,7 @@ import numpy as np
 from rdkit import Chem
 
 __all__ = [
+    "LOWEST_VALENCE",
     "ELEMENTS_18",
     "ELEMENT_MASSES",
     "FormulaError",
@@ -36,6 +37,10 @@ _INDEX_18 = {el: i for i, el in enumerate(ELEMENTS_18)}
 _PERIODIC_TABLE = Chem.GetPeriodicTable()
 # Every element symbol RDKit knows (atomic numbers 1..118).
 _KNOWN_SYMBOLS = frozenset(_PERIODIC_TABLE.GetElementSymbol(z) for z in range(1, 119))
+
+# Lowest common valence of the elements the decoder places and the mass decomposition uses (the bond
+# budget of graph features, the LEWIS/SENIOR rules of the decomposition).
+LOWEST_VALENCE = {"C": 4, "O": 2, "P": 3, "N": 3, "S": 2, "Cl": 1, "F": 1, "H": 1, "Br": 1, "I": 1}
 
 # Weights of the ring-plus-double-bond equivalent, RDBE = 1 + 0.5 * sum(weight * count).
 _RDBE_WEIGHTS = {"C": 2, "N": 1, "P": 1, "H": -1, "Cl": -1, "Br": -1, "I": -1, "F": -1}
