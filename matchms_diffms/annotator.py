@@ -28,8 +28,11 @@ digest of its peaks and precursor m/z). Results therefore do not depend on batch
 other spectra, or on which process handles a spectrum.
 
 Metadata written on the clone: the ``diffms_*`` keys of :mod:`matchms_diffms.metadata` (plain Python types;
-lists as JSON strings so that every matchms export format keeps them; read them back with
-:func:`matchms_diffms.metadata.read_annotation`).
+lists as JSON strings so that matchms' MGF, MSP and JSON writers keep them with their default
+``export_style="matchms"``; read them back with :func:`matchms_diffms.metadata.read_annotation`). The other
+export styles (``gnps``, ``massbank``, ``nist``, ``riken``) write only the keys of matchms' export key table
+and drop every ``diffms_*`` key; :func:`matchms_diffms.export_styles.carry_top_candidate` copies the top
+candidate into a key such a style keeps.
 """
 from __future__ import annotations
 
@@ -218,6 +221,11 @@ class DiffMSAnnotator:
         model, info = load_model(str(name_or_path), config_overrides)
         return cls(model, info, **options)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs and samples are drawn (move it with ``annotator.model.to(device)``)."""
+        return next(self.model.parameters()).device
+
     # ----------------------------------------------------------------------------------- public API
     def __call__(self, spectrum, index: int | None = None):
         return self.annotate(spectrum, index=index)
@@ -343,7 +351,8 @@ class DiffMSAnnotator:
             table = annotation.get("output_tbl")
             result.annotated_peaks = len(table["formula"]) if table else 0
             fp, y = self._encode(annotation)
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, key, cand.formula.hill(), cand.adduct.name))
+            seed = derive_seed(self.seed, key, cand.formula.hill(), cand.adduct.name)
+            gen = torch.Generator(device=self.device).manual_seed(seed)
             adj = self.model.sample(atoms, y[0], n_samples=self.n_samples, steps=self.steps, generator=gen)
             result.sampled = True
             valid, matching, completed = self._molecules(atoms, adj, cand.formula,

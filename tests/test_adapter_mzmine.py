@@ -243,7 +243,7 @@ def test_parse_args_like_mzmine(tmp_path, monkeypatch):
     assert (args.input, args.output, args.checkpoint) == ("/t/in.json", "/t/out.json", "/m/diffms_msg.ckpt")
     assert (args.top_k, args.max_ms2_peaks, args.subformula_tol, args.device) == (7, 60, 0.01, "cpu")
     assert args.batch_size == 8 and args.subformula_beam == 25
-    assert args.n_samples == 14 and args.steps is None and args.seed == 0         # 2 x top-k, model's, 0
+    assert args.n_samples == 7 and args.steps is None and args.seed == 0          # top-k (as MZmine's runner)
     assert warnings == ["ignoring unknown arguments: --new-flag x"]
     # without the script path (a shim calling main()) the result is the same
     args2, _ = runner.parse_args(flags)
@@ -315,8 +315,13 @@ def test_row_spectrum_peaks_adduct_precursor():
                         ({**item, "intensities": [1, 2, "x", 4, 5]}, "non-numeric")):
         with pytest.raises(runner.RowSkip, match=reason):
             runner.row_spectrum(bad, max_peaks=3)
+    # MZmine sends the first MS2 scan's precursor m/z but checked the formula against the row's average m/z:
+    # the formula + adduct m/z is used, the difference logged
     far, notes = runner.row_spectrum({**item, "precursorMz": 80.0}, max_peaks=3)
-    assert far.get("precursor_mz") == 80.0 and "tolerance" in notes[0]
+    assert far.get("precursor_mz") == pytest.approx(78.05495, abs=1e-5) and far.get("mzmine_precursor_mz") == 80.0
+    assert len(notes) == 1 and "+1.94505 m/z" in notes[0] and "trusting MZmine's formula" in notes[0]
+    near, notes = runner.row_spectrum({**item, "precursorMz": 78.05495 + 0.0079}, max_peaks=3)
+    assert notes == [] and near.get("precursor_mz") == pytest.approx(78.05495, abs=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- fake annotator
@@ -480,3 +485,315 @@ def test_end_to_end_tiny_checkpoint(conformance_dir, tmp_path):
         assert any(log.startswith("row 10: no structure: formula_mismatch") for log in stream.logs)
         assert 10 not in results and 7 not in results and 8 not in results
 
+
+
+# ---------------------------------------------------------------------------------------------- where MZmine
+# depends on the runner's exact behaviour (DiffMSTask.java / ChemAuditValidator.java, branch feature/chemaudit)
+def fake_chemaudit_install(ext: Path) -> Path:
+    """``external_tools/chemaudit/src/mzmine_chemaudit_validate.py`` standing in for ChemAudit's validator: JSON
+    on stdout (one result per structure, with the interpreter and argv it got), log lines on stderr; exits 3 when
+    the input holds the SMILES ``FAIL``."""
+    script = ext / "chemaudit" / "src" / "mzmine_chemaudit_validate.py"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    (ext / "chemaudit" / "vendor" / "ChemAudit").mkdir(parents=True, exist_ok=True)
+    script.write_text(
+        "import argparse, json, sys\n"
+        "p = argparse.ArgumentParser()\n"
+        "p.add_argument('--input', required=True)\n"
+        "p.add_argument('--min-validation-score', type=int)\n"
+        "p.add_argument('--min-ml-score', type=int)\n"
+        "p.add_argument('--disable-alerts', action='store_true')\n"
+        "p.add_argument('--chemaudit-dir')\n"
+        "a = p.parse_args()\n"
+        "items = json.load(open(a.input))\n"
+        "print('MZMINE_CHEMAUDIT_LOG validating', len(items), file=sys.stderr)\n"
+        "if any(i['smiles'] == 'FAIL' for i in items):\n"
+        "    sys.exit(3)\n"
+        "print(json.dumps([{'row_id': i['row_id'], 'rank': i['rank'], 'smiles': i['smiles'], 'valid': True,\n"
+        "                   'validation_score': 90, 'ml_readiness_score': 80, 'standardized_smiles': i['smiles'],\n"
+        "                   'python': sys.executable, 'alerts_disabled': a.disable_alerts} for i in items]))\n")
+    return script
+
+
+def chemaudit_argv(script: Path, input_json: Path, ext: Path) -> list[str]:
+    """ChemAuditValidator.validateBatch's command after the executable (alerts disabled, directory found)."""
+    return [str(script), "--input", str(input_json), "--min-validation-score", "60", "--min-ml-score", "40",
+            "--disable-alerts", "--chemaudit-dir", str(ext / "chemaudit" / "vendor" / "ChemAudit")]
+
+
+def test_chemaudit_call_runs_the_script_not_diffms(tmp_path):
+    """MZmine starts ChemAudit with the DiffMS module's executable, stdout and stderr separate, and parses stdout as
+    one JSON array; a scores file set for DiffMS must stay as it is."""
+    ext, vendored, runner_py = fake_mzmine_install(tmp_path)
+    script = fake_chemaudit_install(ext)
+    structures = tmp_path / "mzmine_chemaudit_input_1.json"
+    structures.write_text(json.dumps([{"smiles": "CCO", "row_id": 11, "rank": 1}]))
+    scores = tmp_path / "scores.json"
+    scores.write_text('[{"rowId": 1, "kept": true}]')
+    for name, launcher in _launch_variants(runner_py).items():
+        argv = launcher[:-1] + chemaudit_argv(script, structures, ext)          # the launcher, then ChemAudit's argv
+        proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, timeout=120,
+                              env={**os.environ, runner.ENV_SCORES: str(scores)})
+        assert proc.returncode == 0, (name, proc.stderr)
+        results = json.loads(proc.stdout.decode())                              # what Jackson reads
+        assert [(r["row_id"], r["standardized_smiles"], r["alerts_disabled"]) for r in results] == [(11, "CCO", True)]
+        assert os.path.samefile(results[0]["python"], sys.executable), name    # this interpreter
+        assert b"MZMINE_DIFFMS" not in proc.stdout + proc.stderr, name
+        assert proc.stderr.decode().startswith("MZMINE_CHEMAUDIT_LOG validating 1"), name
+        assert scores.read_text() == '[{"rowId": 1, "kept": true}]', name
+
+
+def test_chemaudit_call_in_process_never_loads_a_model(tmp_path, monkeypatch, capfd):
+    ext, _, _ = fake_mzmine_install(tmp_path)
+    script = fake_chemaudit_install(ext)
+
+    def no_model(*_):
+        raise AssertionError("a model was loaded for a ChemAudit call")
+
+    monkeypatch.setattr(runner, "load_annotator", no_model)
+    monkeypatch.setattr(runner, "choose_weights", no_model)
+    structures = tmp_path / "in.json"
+    structures.write_text(json.dumps([{"smiles": "FAIL", "row_id": 1, "rank": 1}]))
+    assert runner.main(chemaudit_argv(script, structures, ext)) == 3               # the script's own exit status
+    out, err = capfd.readouterr()
+    assert out == "" and "MZMINE_CHEMAUDIT_LOG validating 1" in err
+    # a helper script that is not there: fail at once, non-zero, one line on stderr, nothing on stdout
+    missing = ext / "other" / "src" / "mzmine_other_tool.py"
+    assert runner.main([str(missing), "--input", str(structures)]) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1 and str(missing) in err
+    # MZmine's own runner script is still the DiffMS protocol, also in Windows spelling
+    assert runner.other_script([r"C:\mzmine\external_tools\diffms\src\MZMINE_DIFFMS_PREDICT.py", "--input", "x"]) \
+        is None
+    assert runner.other_script(["--input", "x.py"]) is None
+
+
+def test_off_precursor_mz_row_is_annotated(monkeypatch, tmp_path):
+    """MZmine's precursorMz is the first MS2 scan's; the formula was checked against the row's average m/z."""
+    items = [{"rowId": 21, "formula": "C4H10O", "adduct": "[M+H]+", "mzs": [57.07], "intensities": [1.0],
+              "polarity": "POSITIVE", "precursorMz": 91.0753},                   # 16 m/z above C4H10O [M+H]+
+             {"rowId": 22, "formula": "C4H10O", "adduct": "[M+H]+", "mzs": [57.07], "intensities": [1.0],
+              "polarity": "POSITIVE", "precursorMz": 75.0800}]                   # within 0.008 m/z
+    code, text, _, fake = run_in_process(monkeypatch, items, tmp_path, top_k=2)
+    stream = parse_stream(text)
+    results = check_stream(stream, items, top_k=2)
+    assert code == 0 and set(results) == {21, 22}
+    diff = [log for log in stream.logs if log.startswith("row 21: precursorMz 91.07530 differs")]
+    assert len(diff) == 1 and "+15.99486 m/z" in diff[0]
+    assert not any(log.startswith("row 22: precursorMz") for log in stream.logs)
+    exact = 75.08044                                                            # C4H10O + H+, what was annotated
+    assert [s.get("precursor_mz") for s, _ in fake.seen] == [pytest.approx(exact, abs=1e-4)] * 2
+    assert [s.get("mzmine_precursor_mz") for s, _ in fake.seen] == [91.0753, 75.0800]
+
+
+def test_off_precursor_mz_with_the_real_annotator(tmp_path):
+    """Without the MZmine runner's trust the core annotator would skip the row with formula_mismatch."""
+    from reliability_helpers import make_tiny_weights
+
+    from matchms_diffms import DiffMSAnnotator, status_code
+
+    weights = make_tiny_weights(tmp_path / "tiny")
+    annotator = DiffMSAnnotator.from_pretrained(str(weights), n_samples=4, steps=5, top_k=2, seed=0, max_formulas=1)
+    item = {"rowId": 1, "formula": "C4H10O", "adduct": "[M+H]+", "mzs": [57.07, 31.02], "intensities": [1.0, 0.5],
+            "polarity": "POSITIVE", "precursorMz": 91.0753}
+    spectrum, notes = runner.row_spectrum(item, max_peaks=50)
+    assert status_code(annotator.annotate(spectrum).get("diffms_status")) != "formula_mismatch"
+    observed = spectrum.clone()
+    observed.set("precursor_mz", 91.0753)                                       # the core check is unchanged
+    assert status_code(annotator.annotate(observed).get("diffms_status")) == "formula_mismatch"
+
+
+@pytest.mark.parametrize("raw, hill, change", [
+    ("C6H12O6", "C6H12O6", None),
+    (" C6 H12 O6 ", "C6H12O6", "removed spaces"),
+    ("[C6H12O6]+", "C6H12O6", "removed the enclosing brackets and the charge +"),
+    ("[C6H12O6]2+", "C6H12O6", "removed the enclosing brackets and the charge 2+"),
+    ("[C6H12O6]", "C6H12O6", "removed the enclosing brackets"),
+    ("C2H7O+", "C2H7O", "removed the charge +"),
+    ("C2H7O2-", "C2H7O2", "removed the charge -"),
+    ("C2H7O+1", "C2H7O", "removed the charge +1"),
+    ("C6H12O6.H2O", "C6H14O7", "added up the parts C6H12O6 + H2O"),
+    ("C2H4O2·2H2O", "C2H8O4", "added up the parts C2H4O2 + 2H2O"),
+    ("[C6H12O6 . H2O]+", "C6H14O7", "removed spaces"),
+])
+def test_normalize_formula(raw, hill, change):
+    formula, changes = runner.normalize_formula(raw)
+    assert formula.hill() == hill
+    assert (changes == []) if change is None else (change in changes)
+
+
+@pytest.mark.parametrize("raw", ["C6H12O6..H2O", "C6H12O6.", "hello", "[C6H12O6", "C6H12O6++H"])
+def test_normalize_formula_rejects(raw):
+    from matchms_diffms.chem.formula import FormulaError
+
+    with pytest.raises(FormulaError):
+        runner.normalize_formula(raw)
+
+
+def test_raw_formula_strings_are_annotated(monkeypatch, tmp_path):
+    base = {"adduct": "[M+H]+", "mzs": [57.07], "intensities": [1.0], "polarity": "POSITIVE"}
+    items = [{"rowId": 31, "formula": "[C4H10O]+", **base}, {"rowId": 32, "formula": "C4 H10 O", **base},
+             {"rowId": 33, "formula": "C4H8.H2O", **base}, {"rowId": 34, "formula": "C4H10O+", **base},
+             {"rowId": 35, "formula": "C4H10Q", **base}]
+    code, text, _, fake = run_in_process(monkeypatch, items, tmp_path, top_k=2)
+    stream = parse_stream(text)
+    results = check_stream(stream, items, top_k=2)                               # SMILES fit the raw strings' counts
+    assert code == 0 and set(results) == {31, 32, 33, 34}
+    assert [s.get("formula") for s, _ in fake.seen] == ["C4H10O"] * 4
+    for row, raw in ((31, "[C4H10O]+"), (32, "C4 H10 O"), (33, "C4H8.H2O"), (34, "C4H10O+")):
+        assert any(log.startswith(f"row {row}: formula {raw!r} read as C4H10O (") for log in stream.logs), row
+    assert any(log.startswith("row 35: skipped: invalid formula 'C4H10Q'") for log in stream.logs)
+
+
+def test_device_cuda_without_gpu(monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    devices = []
+    fake = FakeAnnotator()
+    monkeypatch.setattr(runner, "load_annotator", lambda weights, args: devices.append(args.device) or fake)
+    monkeypatch.delenv(runner.ENV_WEIGHTS, raising=False)
+    ext, _, script = fake_mzmine_install(tmp_path)
+    items = [{"rowId": 1, "formula": "C4H10O", "adduct": "[M+H]+", "mzs": [57.07], "intensities": [1.0],
+              "polarity": "POSITIVE"}]
+    inp = write_mzmine_input(items, tmp_path / "in.json")
+    buf = io.StringIO()
+    code = runner.main([str(script)] + mzmine_flags(ext, "default", inp, tmp_path / "o.json", device="cuda"),
+                       stream=buf)
+    stream = parse_stream(buf.getvalue())
+    assert code == 0 and check_stream(stream, items, top_k=5) == {1: C4H10O[:5]}
+    assert devices == ["cpu"]
+    assert any("'cuda' requested but CUDA is not available" in log and log.endswith("running on the CPU")
+               for log in stream.logs)
+
+
+def test_choose_device(monkeypatch):
+    import torch
+
+    assert runner.choose_device("cpu") == ("cpu", None)
+    device, note = runner.choose_device("mps")
+    assert device == "cpu" and "unknown device 'mps'" in note
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "Fake GPU")
+    assert runner.choose_device("cuda") == ("cuda:0", "running on cuda (Fake GPU)")
+    device, note = runner.choose_device("CUDA:1")
+    assert device == "cpu" and "only 1 GPU(s)" in note
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_annotator_samples_on_cuda(tmp_path):
+    """The real annotator on the GPU: model, generator and sampling on cuda, structures with the formula."""
+    import argparse
+
+    from reliability_helpers import make_tiny_weights
+
+    weights = make_tiny_weights(tmp_path / "tiny")
+    args = argparse.Namespace(n_samples=8, steps=5, top_k=3, seed=0, batch_size=8, device="cuda:0")
+    annotator = runner.load_annotator(str(weights), args)
+    assert annotator.device.type == "cuda"
+    item = {"rowId": 1, "formula": "C4H10O", "adduct": "[M+H]+", "mzs": [57.07], "intensities": [1.0]}
+    spectrum, _ = runner.row_spectrum(item, max_peaks=50)
+    annotated = annotator.annotate(spectrum)
+    assert not str(annotated.get("diffms_status")).startswith("error"), annotated.get("diffms_status")
+    annotator.model.to("cpu")                                                     # the model is cached per process
+
+
+def test_default_samples_match_the_bundled_runner(tmp_path, monkeypatch):
+    """MZmine's runner draws Top-K samples per row; so do we unless more are asked for."""
+    for env in (runner.ENV_SAMPLES, runner.ENV_STEPS, runner.ENV_SEED):
+        monkeypatch.delenv(env, raising=False)
+    assert runner.parse_args(["--input", "x", "--top-k", "5"])[0].n_samples == 5
+    assert runner.parse_args(["--input", "x", "--top-k", "5", "--n-samples", "50"])[0].n_samples == 50
+    monkeypatch.setenv(runner.ENV_SAMPLES, "20")
+    assert runner.parse_args(["--input", "x", "--top-k", "5"])[0].n_samples == 20
+
+
+def test_pointer_file(tmp_path, monkeypatch):
+    monkeypatch.delenv(runner.ENV_WEIGHTS, raising=False)
+    pointer = runner.write_pointer(tmp_path / "matchms-diffms.ckpt", "default")
+    assert runner.read_pointer(pointer) == "default"
+    weights, note = runner.choose_weights(str(pointer))
+    assert weights == "default" and "pointer file" in note
+    # a relative path inside a pointer is relative to the pointer's folder, not to MZmine's working directory
+    (tmp_path / "sub").mkdir()
+    rel = tmp_path / "sub" / "rel.ckpt"
+    rel.write_text(json.dumps({"format": runner.POINTER_FORMAT, "weights": "../my_weights"}))
+    assert runner.read_pointer(rel) == str((tmp_path / "my_weights").resolve())
+    # not pointers: an official-looking binary, other JSON, a folder
+    binary = tmp_path / "diffms_msg.ckpt"
+    binary.write_bytes(b"PK\x03\x04" + bytes(100))
+    other = tmp_path / "other.ckpt"
+    other.write_text('{"format": "something-else"}')
+    assert [runner.read_pointer(p) for p in (binary, other, tmp_path)] == [None, None, None]
+    assert runner.choose_weights(str(binary)) == (str(binary), None)
+    broken = tmp_path / "broken.ckpt"
+    broken.write_text(json.dumps({"format": runner.POINTER_FORMAT}))
+    with pytest.raises(ValueError, match="no 'weights'"):
+        runner.choose_weights(str(broken))
+    from matchms_diffms import WeightsError
+
+    with pytest.raises(WeightsError):
+        runner.write_pointer(tmp_path / "bad.ckpt", "no-such-weights")
+    assert not (tmp_path / "bad.ckpt").exists()
+
+
+def test_environment_paths_must_be_absolute(monkeypatch, tmp_path):
+    monkeypatch.setenv(runner.ENV_WEIGHTS, os.path.join("weights", "mine"))
+    with pytest.raises(ValueError, match="absolute"):
+        runner.choose_weights(None)
+    monkeypatch.setenv(runner.ENV_WEIGHTS, "default")                             # a name is fine
+    assert runner.choose_weights(None)[0] == "default"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(runner.ENV_SCORES, "scores.json")
+    items = [{"rowId": 1, "formula": "C4H10O", "adduct": "[M+H]+", "mzs": [57.07], "intensities": [1.0]}]
+    code, text, _, _ = run_in_process(monkeypatch, items, tmp_path / "run", top_k=2)
+    assert code == 0 and not (tmp_path / "scores.json").exists()
+    assert any("'scores.json' is not an absolute path" in log for log in parse_stream(text).logs)
+
+
+def test_zero_row_run_leaves_the_scores_file_alone(monkeypatch, tmp_path):
+    scores = tmp_path / "scores.json"
+    scores.write_text('[{"rowId": 5, "from": "the last real run"}]')
+    monkeypatch.setenv(runner.ENV_SCORES, str(scores))
+    code, text, out, _ = run_in_process(monkeypatch, [], tmp_path / "run")
+    assert code == 0 and check_stream(parse_stream(text), [], top_k=3) == {}
+    assert scores.read_text() == '[{"rowId": 5, "from": "the last real run"}]'
+
+
+def test_like_a_gui_launch_pointer_checkpoint_no_environment(tmp_path):
+    """MZmine's GUI: Checkpoint = a pointer .ckpt, Device = CUDA, no MATCHMS_DIFFMS_* variables at all."""
+    from reliability_helpers import make_tiny_weights
+
+    weights = make_tiny_weights(tmp_path / "tiny")
+    pointer = runner.write_pointer(tmp_path / "matchms-diffms.ckpt", str(weights))
+    ext, vendored, script = fake_mzmine_install(tmp_path)
+    items = [{"rowId": 1, "formula": "C4H10O", "adduct": "[M+H]+", "mzs": [31.0178, 57.0699],
+              "intensities": [3.0, 5.0], "polarity": "POSITIVE", "precursorMz": 75.0804},
+             {"rowId": 2, "formula": "[C3H8O]+", "adduct": "[M+H]+", "mzs": [43.0542],
+              "intensities": [1.0], "polarity": "POSITIVE", "precursorMz": 77.0597}]    # raw string, off precursorMz
+    inp = write_mzmine_input(items, tmp_path / "mzmine_diffms_input_9.json")
+    out = tmp_path / "mzmine_diffms_output_9.json"
+    out.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MATCHMS_DIFFMS_MZMINE")}
+    env["OMP_NUM_THREADS"] = "1"
+    argv = _module_argv(script) + mzmine_flags(ext, pointer, inp, out, top_k=3, device="cuda")
+    proc = subprocess.run(argv, cwd=vendored, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                          timeout=240)
+    text = proc.stdout.decode()
+    assert proc.returncode == 0, text
+    stream = parse_stream(text)
+    results = check_stream(stream, items, top_k=3)
+    assert json.loads(out.read_text()) == stream.results
+    assert any("is a matchms-diffms pointer file" in log and str(weights) in log for log in stream.logs)
+    import torch
+
+    if not torch.cuda.is_available():
+        assert any(log.endswith("running on the CPU") for log in stream.logs)
+    assert any(log.startswith("row 2: formula '[C3H8O]+' read as C3H8O") for log in stream.logs)
+    assert any(log.startswith("row 2: precursorMz 77.05970 differs") for log in stream.logs)
+    assert not any("formula_mismatch" in log for log in stream.logs)
+    assert any("samples per row 3" in log for log in stream.logs)                  # = Top-K, as MZmine's runner
+    assert all(row in results or any(log.startswith(f"row {row}: no structure") for log in stream.logs)
+               for row in (1, 2))

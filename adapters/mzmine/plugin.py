@@ -6,6 +6,7 @@ Commands::
 
     matchms-diffms mzmine-prepare EXPORT.mgf -o features.mgf [--keep-scans]
     matchms-diffms mzmine-export ANNOTATED -o diffms_db.csv [--separator tab] [--graphml diffms.graphml]
+    matchms-diffms mzmine-pointer POINTER.ckpt [--weights default]
 
 Output writers (``matchms-diffms annotate ... -o FILE`` picks them by extension): ``.csv`` writes the MZmine
 Local compound database CSV, ``.graphml`` the GNPS-style graphml.
@@ -89,6 +90,30 @@ def mzmine_export(annotated, output, separator, graphml):
         click.echo(f"wrote {nodes} nodes to {graphml}")
 
 
+@click.command("mzmine-pointer")
+@click.argument("pointer", type=click.Path(dir_okay=False))
+@click.option("--weights", default="default", show_default=True,
+              help="Weights to select: a name from 'matchms-diffms weights list' or a weights folder/checkpoint.")
+def mzmine_pointer(pointer, weights):
+    """Write POINTER (a small .ckpt file) that makes MZmine's DiffMS module use matchms-diffms WEIGHTS.
+
+    Select POINTER as the module's "Checkpoint" (MZmine accepts only an existing *.ckpt file there) and the
+    matchms-diffms-mzmine launcher as its "Custom Python executable".
+    """
+    from matchms_diffms import WeightsError
+
+    from .runner import write_pointer
+
+    if not pointer.lower().endswith(".ckpt"):
+        raise click.BadParameter("MZmine's Checkpoint field only accepts *.ckpt files: end the name with .ckpt",
+                                 param_hint="POINTER")
+    try:
+        path = write_pointer(pointer, weights)
+    except WeightsError as err:
+        raise click.BadParameter(str(err), param_hint="--weights") from None
+    click.echo(f"wrote {path.resolve()}: selects matchms-diffms weights {weights!r}")
+
+
 def _csv_writer(spectra, path) -> None:
     write_local_db_csv(spectra, path, separator=",")
 
@@ -101,6 +126,7 @@ def _graphml_writer(spectra, path) -> None:
 def diffms_register_commands(cli):
     cli.add_command(mzmine_prepare)
     cli.add_command(mzmine_export)
+    cli.add_command(mzmine_pointer)
 
 
 @hookimpl

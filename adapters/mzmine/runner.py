@@ -19,24 +19,38 @@ with stderr merged into stdout, and reads this line protocol back (every line fl
 =====================================================  ===========================================
 
 Pointing MZmine's "Custom Python executable" at the ``matchms-diffms-mzmine`` launcher makes MZmine run
-``matchms-diffms-mzmine <runner .py path> --flags``: a first positional argument ending in ``.py`` is ignored.
+``matchms-diffms-mzmine <runner .py path> --flags``: a first argument named ``mzmine_diffms_predict.py`` is
+ignored. MZmine also starts *other* helper scripts with the same executable (branch ``feature/chemaudit``:
+``<exe> .../mzmine_chemaudit_validate.py --input X ...`` once per structure, reading JSON from stdout): a first
+argument that is any other ``.py`` file is run as that script with this Python interpreter (stdin, stdout,
+stderr and the exit status passed through); no model is loaded and no DiffMS output or scores file is
+touched. A missing script fails at once (exit 2, one line on stderr).
 Unknown flags (future MZmine versions) are ignored with a ``MZMINE_DIFFMS_LOG WARNING`` line.
 
-What a row becomes: a matchms spectrum with the row's neutral ``formula``, ``adduct`` (spaces removed; e.g.
-``[M+NH4]+`` is the official ``[M+H3N+H]+``), the ``--max-ms2-peaks`` most intense peaks and the precursor m/z;
-it is annotated by :class:`matchms_diffms.annotator.DiffMSAnnotator` with exactly that one formula. The SMILES
-sent back are the ranked, de-duplicated candidates (best first, at most ``--top-k``) that pass MZmine's own
-check: they parse, are one fragment and their formula *including implicit hydrogens* equals the row's formula
-(verified again here with RDKit). They are written as non-isomeric Kekulé SMILES, which CDK parses without
-aromaticity perception. Scores cannot travel through MZmine's strict two-key schema; set
-``MATCHMS_DIFFMS_MZMINE_SCORES=path.json`` to get them in a sidecar file.
+What a row becomes: a matchms spectrum with the row's neutral ``formula`` (normalised like the bundled runner
+tolerates it: spaces, enclosing brackets, a trailing charge and ``.``-separated hydrate parts; each change is
+logged), ``adduct`` (spaces removed; e.g. ``[M+NH4]+`` is the official ``[M+H3N+H]+``), the
+``--max-ms2-peaks`` most intense peaks and the precursor m/z **computed from formula + adduct**: MZmine sends
+the first MS2 scan's precursor m/z but checked formula and adduct (if at all) against the row's average m/z,
+so the formula it sends is trusted; an observed ``precursorMz`` farther than MZmine's tolerance (0.008 m/z or
+25 ppm, the larger) gets a LOG line with the difference and the row is annotated anyway (the observed value
+is kept in ``mzmine_precursor_mz``). The spectrum is annotated by
+:class:`matchms_diffms.annotator.DiffMSAnnotator` with exactly that one formula. The SMILES sent back are the
+ranked, de-duplicated candidates (best first, at most ``--top-k``) that pass MZmine's own check: they parse,
+are one fragment and their formula *including implicit hydrogens* equals the row's formula (verified again
+here with RDKit). They are written as non-isomeric Kekulé SMILES, which CDK parses without aromaticity
+perception. Scores cannot travel through MZmine's strict two-key schema; set
+``MATCHMS_DIFFMS_MZMINE_SCORES=/absolute/path.json`` to get them in a sidecar file (written only by a run that
+processed at least one row).
 
 Differences from the runner bundled with MZmine (section a.8), by design:
 
-* ``--top-k`` is the number of *structures* returned, not of diffusion samples. Samples per row:
-  ``--n-samples`` / ``$MATCHMS_DIFFMS_MZMINE_SAMPLES`` (default 2 x top-k); reverse steps: ``--steps`` /
-  ``$MATCHMS_DIFFMS_MZMINE_STEPS`` (default: the model's, 500); seed ``--seed`` / ``$MATCHMS_DIFFMS_MZMINE_SEED``
-  (default 0: reruns give the same structures).
+* ``--top-k`` is the most *structures* returned. Diffusion samples per row: as many as the bundled runner
+  draws (= ``--top-k``) unless ``--n-samples`` / ``$MATCHMS_DIFFMS_MZMINE_SAMPLES`` asks for another number.
+  With K samples, de-duplication and the formula check leave K or fewer structures; more samples give more
+  distinct structures and a better frequency ranking, at a cost that grows linearly.
+  Reverse steps: ``--steps`` / ``$MATCHMS_DIFFMS_MZMINE_STEPS`` (default: the model's, 500); seed ``--seed`` /
+  ``$MATCHMS_DIFFMS_MZMINE_SEED`` (default 0: reruns on the same device give the same structures).
 * The precomputed ``subformulas`` of the input are not used: peaks are annotated from ``mzs``/``intensities``
   with the upstream DiffMS/MIST rules (nearest sub-formula, square-root intensities), as the released models
   were trained. ``--subformula-tol`` is honoured: a value below 1 is MZmine's absolute tolerance in m/z and is
@@ -46,16 +60,16 @@ Differences from the runner bundled with MZmine (section a.8), by design:
   of always dropping the weakest sub-formula entry (``min(n - 1, 50)``) is **not** emulated: it is an
   off-by-one of the vendored featurizer, not something MZmine relies on (the contract only asks for the
   top-N merged peaks).
-* ``--device cuda`` falls back to the CPU (this backend runs on the CPU) with a LOG line.
+* ``--device cuda`` (or ``cuda:N``) runs the model on that GPU when torch sees one; otherwise a LOG line says
+  so and the CPU is used. GPU and CPU draw different random numbers, so their structures differ.
 * ``--checkpoint``: an official ``.ckpt`` / ``.ckpt.gz`` / ``diffms_checkpoints.tar.gz`` (architecture read off
-  the tensor shapes), one of our weights folders, or a weights name (``default``). When it is MZmine's
-  default location (``~/.mzmine/external_resources/models/diffms/checkpoints/diffms_msg.ckpt``) and the file is
-  missing, our default weights are used (LOG line). ``$MATCHMS_DIFFMS_MZMINE_WEIGHTS`` overrides the checkpoint
-  (MZmine insists that the checkpoint file exists, so this is how to run our own weights from MZmine).
-* A row's precursor m/z that agrees with formula + adduct within MZmine's own tolerance (0.008 m/z or
-  25 ppm, the larger) is replaced by the exact m/z of formula + adduct (MZmine already checked it; our
-  stricter mismatch check must not reject rows MZmine accepted); the observed value is kept in
-  ``mzmine_precursor_mz``.
+  the tensor shapes), one of our weights folders, a weights name (``default``), or a *pointer file*: a small
+  JSON file (``matchms-diffms mzmine-pointer my.ckpt``) that names our weights; MZmine insists that the
+  checkpoint is an existing ``*.ckpt`` file and passes no environment to GUI launches, so this is how to select
+  our weights from MZmine. When ``--checkpoint`` is MZmine's default location
+  (``~/.mzmine/external_resources/models/diffms/checkpoints/diffms_msg.ckpt``) and the file is missing, our
+  default weights are used (LOG line). ``$MATCHMS_DIFFMS_MZMINE_WEIGHTS`` overrides the checkpoint.
+  Paths in environment variables must be absolute (MZmine runs this program in its own installation folder).
 
 Exit status: 0 when the run finished (even with skipped rows); 1 when nothing could run (unreadable input,
 no usable weights) or the ``--output`` file could not be written; 2 for invalid arguments.
@@ -67,6 +81,8 @@ import json
 import logging
 import math
 import os
+import re
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -93,6 +109,12 @@ ENV_SAMPLES = "MATCHMS_DIFFMS_MZMINE_SAMPLES"
 ENV_STEPS = "MATCHMS_DIFFMS_MZMINE_STEPS"
 ENV_SEED = "MATCHMS_DIFFMS_MZMINE_SEED"
 ENV_SCORES = "MATCHMS_DIFFMS_MZMINE_SCORES"
+
+# The runner script MZmine passes first; any other first ``.py`` argument is a different MZmine helper script.
+OWN_SCRIPT = "mzmine_diffms_predict.py"
+# A pointer file: a small JSON file with a ``.ckpt`` name that selects our weights (see read_pointer).
+POINTER_FORMAT = "matchms-diffms-weights-pointer/1"
+POINTER_MAX_BYTES = 64 * 1024
 
 # MZmine's tolerance for formula + adduct vs. row m/z (section a.3): 0.008 m/z or 25 ppm, the larger.
 MZMINE_MZ_TOL = 0.008
@@ -181,11 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-ms2-peaks", type=int, default=50, help="keep the N most intense MS/MS peaks")
     p.add_argument("--subformula-tol", type=float, default=0.02,
                    help="sub-formula tolerance: < 1 is m/z (MZmine's value), >= 1 is ppm")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (this backend runs on the CPU)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CPU when CUDA is not available)")
     p.add_argument("--batch-size", type=int, default=8, help="rows taken at a time (results do not depend on it)")
     p.add_argument("--subformula-beam", type=int, default=None, help="accepted for old MZmine builds; ignored")
     p.add_argument("--n-samples", type=int, default=None,
-                   help=f"diffusion samples per row (default ${ENV_SAMPLES} or 2 x top-k)")
+                   help=f"diffusion samples per row (default ${ENV_SAMPLES} or top-k, as MZmine's runner)")
     p.add_argument("--steps", type=int, default=None,
                    help=f"reverse diffusion steps (default ${ENV_STEPS} or the model's)")
     p.add_argument("--seed", type=int, default=None, help=f"random seed (default ${ENV_SEED} or 0)")
@@ -223,7 +245,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not (math.isfinite(args.subformula_tol) and args.subformula_tol > 0):
         raise UsageError(f"--subformula-tol must be a positive number, got {args.subformula_tol}")
-    args.n_samples = _setting(args.n_samples, ENV_SAMPLES, 2 * args.top_k, minimum=1)
+    args.n_samples = _setting(args.n_samples, ENV_SAMPLES, args.top_k, minimum=1)
     args.steps = _setting(args.steps, ENV_STEPS, None, minimum=1)
     args.seed = _setting(args.seed, ENV_SEED, 0, minimum=None)
     return args, warnings
@@ -278,6 +300,63 @@ def row_id_of(item) -> int:
     return int(number)
 
 
+_BRACKETED = re.compile(r"^\[(?P<body>[^\[\]]+)\](?P<charge>\d*[+-]+|[+-]\d*)?$")
+_TRAILING_CHARGE = re.compile(r"(?<=[A-Za-z0-9)])(?P<charge>[+-]+\d*)$")
+_HYDRATE_SEPARATORS = re.compile(r"[.\u00b7\u2219\u22c5*]")
+_MULTIPLIER = re.compile(r"^(?P<n>\d+)(?P<part>\D.*)$")
+
+
+def normalize_formula(text: str):
+    """Read a formula string as MZmine may send it (a raw annotation string), like the bundled runner does.
+
+    Tolerated: spaces anywhere, enclosing brackets with or without a charge (``[C6H13O6]+``), a trailing
+    charge (``C2H7O+``, ``C2H7O+1``) and ``.``-separated parts such as a hydrate (``C6H12O6.H2O``, also with a
+    multiplier ``C2H4O2.2H2O`` and the middle dot ``·``); the parts are added up. The charge is dropped and
+    the counts are used as given (MZmine's own formula check of the returned SMILES compares element counts).
+
+    Returns
+    -------
+    (Formula, list of str)
+        The formula and the changes made (empty when the string was already a plain formula).
+
+    Raises
+    ------
+    FormulaError
+        What remains is not a formula.
+    """
+    from matchms_diffms.chem.formula import Formula, FormulaError
+
+    changes = []
+    s = "".join(str(text).split())
+    if s != str(text).strip():
+        changes.append("removed spaces")
+    m = _BRACKETED.match(s)
+    if m:
+        s = m.group("body")
+        charge = m.group("charge")
+        changes.append("removed the enclosing brackets" + (f" and the charge {charge}" if charge else ""))
+    else:
+        m = _TRAILING_CHARGE.search(s)
+        if m:
+            s = s[:m.start()]
+            changes.append(f"removed the charge {m.group('charge')}")
+    parts = _HYDRATE_SEPARATORS.split(s)
+    if len(parts) > 1:
+        total = {}
+        for part in parts:
+            if not part:
+                raise FormulaError(f"empty part in formula {text!r}")
+            m = _MULTIPLIER.match(part)
+            n, part = (int(m.group("n")), m.group("part")) if m else (1, part)
+            for el, count in Formula.parse(part).counts.items():
+                total[el] = total.get(el, 0) + n * count
+        formula = Formula(total)
+        changes.append(f"added up the parts {' + '.join(parts)}")
+    else:
+        formula = Formula.parse(s)
+    return formula, changes
+
+
 def _peaks(item, max_peaks: int) -> tuple[np.ndarray, np.ndarray]:
     """The row's ``max_peaks`` most intense peaks, sorted by m/z (ties keep input order)."""
     mzs, ints = item.get("mzs"), item.get("intensities")
@@ -315,7 +394,7 @@ def row_spectrum(item, max_peaks: int):
     from matchms import Spectrum
 
     from matchms_diffms.chem.adducts import UnsupportedAdductError, parse_adduct, precursor_mz
-    from matchms_diffms.chem.formula import Formula, FormulaError
+    from matchms_diffms.chem.formula import FormulaError
 
     row_id = row_id_of(item)
     notes = []
@@ -323,9 +402,11 @@ def row_spectrum(item, max_peaks: int):
     if not isinstance(formula_text, str) or not formula_text.strip():
         raise RowSkip("no formula")
     try:
-        formula = Formula.parse(formula_text.strip())
+        formula, changes = normalize_formula(formula_text)
     except FormulaError as err:
         raise RowSkip(f"invalid formula {formula_text!r}: {err}") from None
+    if changes:
+        notes.append(f"formula {formula_text!r} read as {formula.hill()} ({', '.join(changes)})")
     adduct_text = item.get("adduct")
     if not isinstance(adduct_text, str) or not adduct_text.strip():
         polarity = str(item.get("polarity") or "POSITIVE").upper()
@@ -348,10 +429,11 @@ def row_spectrum(item, max_peaks: int):
                 "precursor_mz": expected}
     if observed is not None:
         metadata["mzmine_precursor_mz"] = observed
-        if abs(observed - expected) > max(MZMINE_MZ_TOL, MZMINE_PPM_TOL * 1e-6 * expected):
-            metadata["precursor_mz"] = observed          # let the annotator report the mismatch
+        difference = observed - expected
+        if abs(difference) > max(MZMINE_MZ_TOL, MZMINE_PPM_TOL * 1e-6 * expected):
             notes.append(f"precursorMz {observed:.5f} differs from {formula.hill()} {adduct.name} "
-                         f"({expected:.5f}) by more than MZmine's tolerance")
+                         f"({expected:.5f}) by {difference:+.5f} m/z ({difference / expected * 1e6:+.0f} ppm), "
+                         f"more than MZmine's tolerance; trusting MZmine's formula and adduct")
     else:
         notes.append(f"no precursorMz given, using {expected:.5f} from formula and adduct")
     for key, target in (("instrument", "instrument_type"), ("collisionEnergy", "collision_energy"),
@@ -476,20 +558,91 @@ def is_mzmine_default(path: Path) -> bool:
     return len(parts) >= len(tail) and tuple(parts[-len(tail):]) == tail
 
 
+def read_pointer(path) -> str | None:
+    """The weights a pointer file selects, or None when ``path`` is not a pointer file.
+
+    A pointer file is a small JSON object ``{"format": "matchms-diffms-weights-pointer/1", "weights": W}``
+    (written by :func:`write_pointer`) where ``W`` is a weights name (``default``) or the path of a weights
+    folder or checkpoint; a relative path is taken relative to the pointer file's folder.
+
+    Raises
+    ------
+    ValueError
+        The file is a pointer file without a usable ``weights`` value.
+    """
+    path = Path(path)
+    try:
+        if not path.is_file() or path.stat().st_size > POINTER_MAX_BYTES:
+            return None
+        with open(path, "rb") as fh:
+            head = fh.read(1)
+            if head != b"{":
+                return None                                  # official checkpoints are zip or gzip files
+            data = json.loads(head + fh.read())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != POINTER_FORMAT:
+        return None
+    weights = data.get("weights")
+    if not isinstance(weights, str) or not weights.strip():
+        raise ValueError(f"pointer file {path} has no 'weights' entry")
+    weights = weights.strip()
+    if _looks_like_path(weights) and not Path(weights).expanduser().is_absolute():
+        weights = str((path.parent / Path(weights)).resolve())
+    return weights
+
+
+def write_pointer(path, weights: str) -> Path:
+    """Write a pointer file at ``path`` that selects ``weights`` (a weights name or path, see :func:`read_pointer`).
+
+    A path is stored absolute. The weights are resolved now, so a typo fails here and not inside MZmine.
+
+    Raises
+    ------
+    matchms_diffms.official.WeightsError
+        Unknown weights name or missing path.
+    """
+    from matchms_diffms.weights import resolve
+
+    resolve(weights)
+    if _looks_like_path(weights) or Path(weights).exists():
+        weights = str(Path(weights).expanduser().resolve())
+    record = {"format": POINTER_FORMAT, "weights": weights,
+              "note": "matchms-diffms: select this file as the Checkpoint of MZmine's DiffMS module"}
+    write_text_atomic(path, lambda fh: fh.write(json.dumps(record, indent=2) + "\n"))
+    return Path(path)
+
+
+def _looks_like_path(text: str) -> bool:
+    return "/" in text or os.sep in text or text.startswith((".", "~")) or bool(Path(text).suffix)
+
+
 def choose_weights(checkpoint: str | None) -> tuple[str, str | None]:
     """Weights name or path to load for ``--checkpoint``, and a note for the LOG (or None).
+
+    Order: ``$MATCHMS_DIFFMS_MZMINE_WEIGHTS`` (a name or an absolute path), a pointer file given as
+    ``--checkpoint``, any other existing checkpoint path, MZmine's default location when missing (our
+    ``default`` weights), a weights name.
 
     Raises
     ------
     FileNotFoundError
         A checkpoint path that does not exist (and is not MZmine's default location).
+    ValueError
+        A relative path in ``$MATCHMS_DIFFMS_MZMINE_WEIGHTS``, or a pointer file without weights.
     """
     override = os.environ.get(ENV_WEIGHTS, "").strip()
     if override:
+        if _looks_like_path(override) and not Path(override).expanduser().is_absolute():
+            raise ValueError(f"${ENV_WEIGHTS}={override!r} is a relative path; use an absolute path (MZmine "
+                             f"runs this program in {os.getcwd()})")
         return override, f"${ENV_WEIGHTS} is set: using weights {override!r} instead of --checkpoint"
     if checkpoint is None or not str(checkpoint).strip():
         return DEFAULT_WEIGHTS, "no --checkpoint given: using the matchms-diffms default weights"
     path = Path(checkpoint).expanduser()
+    target = read_pointer(path)
+    if target is not None:
+        return target, f"checkpoint {path} is a matchms-diffms pointer file: using weights {target!r}"
     if path.exists():
         return str(path), None
     archive, sep, member = str(path).partition("::")          # diffms_checkpoints.tar.gz::diffms_msg.ckpt
@@ -499,17 +652,44 @@ def choose_weights(checkpoint: str | None) -> tuple[str, str | None]:
         return DEFAULT_WEIGHTS, (f"checkpoint {path} (MZmine's default location) not found: using the "
                                  f"matchms-diffms default weights")
     text = str(checkpoint)
-    if os.sep not in text and "/" not in text and not Path(text).suffix:
+    if not _looks_like_path(text):
         return text, None                                   # a weights name, e.g. "default"
     raise FileNotFoundError(f"checkpoint {checkpoint} not found")
 
 
+def choose_device(requested: str | None) -> tuple[str, str | None]:
+    """The torch device for ``--device`` and a note for the LOG (or None).
+
+    ``cpu``; ``cuda`` / ``cuda:N`` when torch sees that GPU, otherwise the CPU with a note saying why.
+    Anything else runs on the CPU, with a note.
+    """
+    text = str(requested or "cpu").strip().lower()
+    if text == "cpu":
+        return "cpu", None
+    if not re.fullmatch(r"cuda(:\d+)?", text):
+        return "cpu", f"unknown device {requested!r} (use cpu or cuda): running on the CPU"
+    import torch
+
+    if not torch.cuda.is_available():
+        built = torch.version.cuda or "no CUDA"
+        return "cpu", (f"device {requested!r} requested but CUDA is not available (torch {torch.__version__}, "
+                       f"built with {built}): running on the CPU")
+    index = int(text.split(":")[1]) if ":" in text else torch.cuda.current_device()
+    if index >= torch.cuda.device_count():
+        return "cpu", (f"device {requested!r} requested but only {torch.cuda.device_count()} GPU(s) are "
+                       f"visible: running on the CPU")
+    return f"cuda:{index}", f"running on {text} ({torch.cuda.get_device_name(index)})"
+
+
 def load_annotator(weights: str, args):
-    """The annotator used for all rows (one formula per row, the row's own)."""
+    """The annotator used for all rows (one formula per row, the row's own), its model on ``args.device``."""
     from matchms_diffms import DiffMSAnnotator
 
-    return DiffMSAnnotator.from_pretrained(weights, n_samples=args.n_samples, steps=args.steps, top_k=args.top_k,
-                                           seed=args.seed, max_formulas=1, batch_size=args.batch_size)
+    annotator = DiffMSAnnotator.from_pretrained(weights, n_samples=args.n_samples, steps=args.steps,
+                                                top_k=args.top_k, seed=args.seed, max_formulas=1,
+                                                batch_size=args.batch_size)
+    annotator.model.to(args.device)
+    return annotator
 
 
 def _set_ppm(annotator, ppm: float) -> bool:
@@ -537,8 +717,9 @@ def run(args, protocol: Protocol) -> int:
         protocol.log(f"ERROR: cannot read the input file {args.input}: {err}")
         return 1
     protocol.log(f"matchms-diffms MZmine backend: {len(items)} rows from {args.input}")
-    if str(args.device).lower() != "cpu":
-        protocol.log(f"device {args.device!r} requested: this backend runs on the CPU")
+    args.device, note = choose_device(args.device)
+    if note:
+        protocol.log(note)
     if args.subformula_beam is not None:
         protocol.log("--subformula-beam is ignored (sub-formulas are assigned with the DiffMS rules)")
 
@@ -551,9 +732,9 @@ def run(args, protocol: Protocol) -> int:
     except Exception as err:  # noqa: BLE001 -- any failure to get weights ends the run; reported on the protocol
         protocol.log(f"ERROR: no usable weights ({args.checkpoint}): {type(err).__name__}: {err}")
         return 1
-    protocol.log(f"model {getattr(annotator, 'model_id', weights)}; samples per row {args.n_samples}, steps "
-                 f"{getattr(annotator, 'steps', args.steps)}, seed {args.seed}, top-k {args.top_k}, "
-                 f"max MS/MS peaks {args.max_ms2_peaks}, sub-formula tolerance {args.subformula_tol}")
+    protocol.log(f"model {getattr(annotator, 'model_id', weights)} on {args.device}; samples per row "
+                 f"{args.n_samples}, steps {getattr(annotator, 'steps', args.steps)}, seed {args.seed}, top-k "
+                 f"{args.top_k}, max MS/MS peaks {args.max_ms2_peaks}, sub-formula tolerance {args.subformula_tol}")
     protocol.stage("model_ready")
     total = len(items)
     protocol.progress(0, total)
@@ -602,18 +783,55 @@ def run(args, protocol: Protocol) -> int:
             protocol.log(f"ERROR: cannot write the output file {args.output}: {err}")
             return 1
     scores_path = os.environ.get(ENV_SCORES, "").strip()
-    if scores_path:
-        try:
-            write_json_atomic(scores_path, sidecar)
-        except (OSError, OutputError) as err:
-            protocol.log(f"WARNING: cannot write the scores file {scores_path}: {err}")
+    if scores_path and total:                          # a run that processed no row leaves the file alone
+        if not Path(scores_path).expanduser().is_absolute():
+            protocol.log(f"WARNING: ${ENV_SCORES}={scores_path!r} is not an absolute path (this program runs in "
+                         f"{os.getcwd()}); scores file not written")
+        else:
+            try:
+                write_json_atomic(Path(scores_path).expanduser(), sidecar)
+            except (OSError, OutputError) as err:
+                protocol.log(f"WARNING: cannot write the scores file {scores_path}: {err}")
     protocol.stage("finished")
     return 0
+
+
+def other_script(argv: list[str]) -> str | None:
+    """The first argument when it is a ``.py`` file other than MZmine's DiffMS runner (e.g. ChemAudit's
+    ``mzmine_chemaudit_validate.py``), else None."""
+    first = argv[0] if argv else ""
+    if first.startswith("-") or not first.lower().endswith(".py"):
+        return None
+    name = first.replace("\\", "/").rsplit("/", 1)[-1]
+    return None if name.lower() == OWN_SCRIPT else first
+
+
+def run_other_script(script: str, args: list[str]) -> int:
+    """Run ``script args...`` with this Python interpreter, passing stdin, stdout, stderr and the exit status
+    through (MZmine starts its helper scripts with the DiffMS module's executable). Nothing of DiffMS runs.
+
+    Returns 2 with one line on stderr when the script does not exist, 1 when it cannot be started.
+    """
+    if not Path(script).is_file():
+        print(f"matchms-diffms-mzmine: cannot run {script}: no such file", file=sys.stderr, flush=True)
+        return 2
+    if not sys.executable:
+        print(f"matchms-diffms-mzmine: cannot run {script}: the Python interpreter is unknown", file=sys.stderr,
+              flush=True)
+        return 1
+    try:
+        return subprocess.call([sys.executable, script, *args])
+    except OSError as err:
+        print(f"matchms-diffms-mzmine: cannot run {script}: {err}", file=sys.stderr, flush=True)
+        return 1
 
 
 def main(argv: list[str] | None = None, stream=None) -> int:
     """Entry point of ``matchms-diffms-mzmine``; returns (and, as a script, exits with) the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    script = other_script(argv)
+    if script is not None:
+        return run_other_script(script, argv[1:])
     if stream is None:
         stream = sys.stdout
         if hasattr(stream, "reconfigure"):
