@@ -223,8 +223,11 @@ class DiffMSAnnotator:
 
     @property
     def device(self) -> torch.device:
-        """Where the model runs and samples are drawn (move it with ``annotator.model.to(device)``)."""
-        return next(self.model.parameters()).device
+        """Where the model runs and samples are drawn (move it with ``annotator.model.to(device)``); the CPU for
+        models without parameters (duck-typed test and baseline models)."""
+        parameters = getattr(self.model, "parameters", None)
+        first = next(iter(parameters()), None) if callable(parameters) else None
+        return first.device if first is not None else torch.device("cpu")
 
     # ----------------------------------------------------------------------------------- public API
     def __call__(self, spectrum, index: int | None = None):
