@@ -225,6 +225,8 @@ class DiffMSAnnotator:
     def device(self) -> torch.device:
         """Where the model runs and samples are drawn (move it with ``annotator.model.to(device)``); the CPU for
         models without parameters (duck-typed test and baseline models)."""
+        import torch
+
         parameters = getattr(self.model, "parameters", None)
         first = next(iter(parameters()), None) if callable(parameters) else None
         return first.device if first is not None else torch.device("cpu")

@@ -24,8 +24,10 @@ writers, the adapters) import it without loading the model.
 ``diffms_seconds``          wall time for this spectrum
 ==========================  ======================================================================
 
-Lists are stored as JSON strings so that every matchms export format keeps them; after an MGF/MSP round
-trip every value is a string, :func:`read_annotation` gives the typed values back.
+Lists are stored as JSON strings so that matchms' MGF, MSP and JSON writers keep them with their default
+``export_style="matchms"``; after an MGF/MSP round trip every value is a string, :func:`read_annotation` gives
+the typed values back. Every other export style (``gnps``, ``massbank``, ``nist``, ``riken``) drops all
+``diffms_*`` keys: see :func:`matchms_diffms.export_styles.carry_top_candidate`.
 
 The id of a spectrum (:func:`spectrum_id`) is defined here once: the TSV table, the SIRIUS formula lookup and
 every log line use it.
