@@ -236,4 +236,4 @@ def test_plugin_registers_with_pluggy():
     pm.check_pending()
     group = click.Group("cli")
     pm.hook.diffms_register_commands(cli=group)
-    assert sorted(group.commands) == ['mzmine-export', 'mzmine-prepare']
+    assert sorted(group.commands) == ['mzmine-export', 'mzmine-pointer', 'mzmine-prepare']
