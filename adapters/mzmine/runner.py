@@ -49,8 +49,9 @@ Differences from the runner bundled with MZmine (section a.8), by design:
   draws (= ``--top-k``) unless ``--n-samples`` / ``$MATCHMS_DIFFMS_MZMINE_SAMPLES`` asks for another number.
   With K samples, de-duplication and the formula check leave K or fewer structures; more samples give more
   distinct structures and a better frequency ranking, at a cost that grows linearly.
-  Reverse steps: ``--steps`` / ``$MATCHMS_DIFFMS_MZMINE_STEPS`` (default: the model's, 500); seed ``--seed`` /
-  ``$MATCHMS_DIFFMS_MZMINE_SEED`` (default 0: reruns on the same device give the same structures).
+  Reverse steps: ``--steps`` / ``$MATCHMS_DIFFMS_MZMINE_STEPS`` (default: the weights' own, 20 for ``default``,
+  500 for an official checkpoint); seed ``--seed`` / ``$MATCHMS_DIFFMS_MZMINE_SEED`` (default 0: reruns on the
+  same device give the same structures).
 * The precomputed ``subformulas`` of the input are not used: peaks are annotated from ``mzs``/``intensities``
   with the upstream DiffMS/MIST rules (nearest sub-formula, square-root intensities), as the released models
   were trained. ``--subformula-tol`` is honoured: a value below 1 is MZmine's absolute tolerance in m/z and is
