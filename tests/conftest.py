@@ -1,4 +1,5 @@
-"""Shared test helpers: where ``../shared`` lives and how tests skip without it."""
+"""Shared test helpers: where ``../shared`` lives and how tests skip (or, under ``CI=true``, fail) without it."""
+import os
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,14 @@ def pytest_configure(config):
 
 
 def _need(path: Path) -> Path:
+    """``path`` if it exists; otherwise skip the test with the reason, or fail it under ``CI=true`` (CI must
+    provide ``../shared``: a missing folder there would silently turn the conformance tests into skips)."""
     if not path.exists():
-        pytest.skip(f"{path} not found: the shared DiffMS fixtures/data sit beside the repository only "
-                    "on the developers' machines and in CI")
+        reason = (f"{path} not found: the shared DiffMS fixtures/data sit beside the repository only on the "
+                  "developers' machines and in CI")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI=true: tests that need it fail instead of skipping)", pytrace=False)
+        pytest.skip(reason)
     return path
 
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from matchms import Spectrum
 
 from matchms_diffms import cli
-from matchms_diffms import DiffMSAnnotator, STATUS_CODES, status_code
+from matchms_diffms import DiffMSAnnotator, STATUS_CODES, read_candidates, status_code
 from reliability_helpers import assert_no_traceback, make_tiny_weights, run_cli
 
 BAD = Path(__file__).parent / "fixtures" / "bad_input"
@@ -96,6 +96,14 @@ def invoke(*args):
     return result
 
 
+def assert_good_record_annotated(record: dict) -> None:
+    """The good record (ethanol) beside a bad one gets real candidates: status ``ok``, formula-exact ones."""
+    assert status_code(record["diffms_status"]) == "ok", record["diffms_status"]
+    assert record["diffms_formula"] == "C2H6O" and record["diffms_n_samples"] == 4
+    candidates = read_candidates(record["diffms_candidates"])
+    assert candidates and all(c["formula"] == "C2H6O" for c in candidates), candidates
+
+
 def test_every_fixture_is_in_the_matrix():
     listed = {name for name, *_ in CASES}
     assert sorted(p.name for p in BAD.iterdir()) == sorted(listed - {"file_does_not_exist.mgf"})
@@ -118,8 +126,7 @@ def test_bad_input_matrix(name, kind, expected, text, tiny_weights, tmp_path):
     titles = [r.get("title") or r.get("compound_name") for r in records]
     good = [r for r, t in zip(records, titles) if t == "good"]
     assert len(good) == 1, titles                               # the rest of the library is annotated
-    assert status_code(good[0]["diffms_status"]) in SAMPLED, good[0]["diffms_status"]
-    assert good[0]["diffms_formula"] == "C2H6O" and good[0]["diffms_n_samples"] == 4
+    assert_good_record_annotated(good[0])
     bad = [r for r, t in zip(records, titles) if t != "good"]
     for r in records:
         assert status_code(r["diffms_status"]) in STATUS_CODES
@@ -254,7 +261,7 @@ def test_library_with_every_bad_record_in_one_run(tiny_weights, tmp_path):
         parts.append(text.rstrip("\n") + "\n\n")
         if kind != "skipped":
             expected[f"bad {case}"] = (kind, code)
-        expected[f"good {case}"] = ("sampled", "metadata")
+        expected[f"good {case}"] = ("good", None)
     library = tmp_path / "library.mgf"
     library.write_text("".join(parts))
     before = library.read_bytes()
@@ -273,6 +280,8 @@ def test_library_with_every_bad_record_in_one_run(tiny_weights, tmp_path):
             got = status_code(r["diffms_status"])
             if kind == "status":
                 assert got == code, (title, r["diffms_status"])
+            elif kind == "good":
+                assert_good_record_annotated(r)
             else:
                 assert got in SAMPLED and r["diffms_formula_source"] == code, (title, r["diffms_status"])
     n_skipped = sum(1 for name, kind, *_ in CASES if kind == "skipped" and name.endswith(".mgf"))

@@ -534,7 +534,6 @@ def _without_timing(path):
 
 @pytest.mark.slow
 def test_end_to_end_with_the_tiny_checkpoint(conformance_dir, tmp_path):
-    pytest.importorskip("matchms_diffms.annotator")
     weights = conformance_dir / "tiny_official.ckpt.gz"
     src = FIXTURES / "annotator_tiny.mgf"
     out = tmp_path / "out.mgf"

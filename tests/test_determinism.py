@@ -70,13 +70,17 @@ def test_input_order_does_not_matter(tiny_weights, spectra, reference):
 
 
 def test_thread_count_does_not_matter(tiny_weights, spectra, reference):
+    """Both sides pinned (1 and 2 threads), so that a 1-core runner does not compare 1 thread with 1 thread."""
     threads = torch.get_num_threads()
+    runs = {}
     try:
-        torch.set_num_threads(1)
-        one = results(make(tiny_weights).annotate_many(spectra))
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            assert torch.get_num_threads() == n
+            runs[n] = results(make(tiny_weights).annotate_many(spectra))
     finally:
         torch.set_num_threads(threads)
-    assert one == reference
+    assert runs[1] == runs[2] == reference
 
 
 def test_drawn_seed_is_recorded_and_reproduces(tiny_weights, spectra):

@@ -198,12 +198,11 @@ def test_reverse_step_with_tiny_checkpoint(fx, schedule, m, tiny_state_dict, cas
     from types import SimpleNamespace
 
     from matchms_diffms.model.config import preset
+    from matchms_diffms.model.decoder import GraphTransformer
     from matchms_diffms.model.diffusion import reverse_step_probs
-    decoder_mod = pytest.importorskip("matchms_diffms.model.decoder")
-    pytest.importorskip("matchms_diffms.model.graph_features")
 
     config = preset("tiny")
-    decoder = decoder_mod.GraphTransformer(config).eval()
+    decoder = GraphTransformer(config).eval()
     decoder.load_state_dict({k[len("decoder."):]: v for k, v in tiny_state_dict.items()
                              if k.startswith("decoder.")}, strict=True)
     model = SimpleNamespace(decoder=decoder, config=config)

@@ -352,13 +352,12 @@ def test_reverse_chain_reproduces_forward_marginals(schedule, m, steps, B):
 
 def test_reverse_sample_with_real_features_and_decoder():
     """Smoke test with graph_features.network_input and a randomly initialised tiny GraphTransformer."""
-    pytest.importorskip("matchms_diffms.model.graph_features")
-    decoder_mod = pytest.importorskip("matchms_diffms.model.decoder")
     from matchms_diffms.model.config import preset
+    from matchms_diffms.model.decoder import GraphTransformer
 
     torch.manual_seed(0)
     config = preset("tiny")
-    model = SimpleNamespace(decoder=decoder_mod.GraphTransformer(config).eval(), config=config,
+    model = SimpleNamespace(decoder=GraphTransformer(config).eval(), config=config,
                             schedule=NoiseSchedule(config.diffusion_steps))
     X, node_mask, y = inputs(2, 5, cond_dim=config.cond_dim)
     a = reverse_sample(model, X, node_mask, y, steps=3, generator=torch.Generator().manual_seed(0))
