@@ -92,3 +92,13 @@ def test_weights_list_shows_size_and_hash():
     assert float(default[1]) == pytest.approx(tensors.stat().st_size / 1e6, abs=0.05)
     assert default[2] == sha256_file(tensors) and default[3] == "ok"
     assert Path(default[4]) == shipped_weights_dir() / "default"
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_missing_shared_folder_fails_under_ci_and_skips_elsewhere(ci, outcome, tmp_path, monkeypatch):
+    from conftest import _need
+
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="not found"):
+        _need(tmp_path / "shared")
+    assert _need(tmp_path) == tmp_path
