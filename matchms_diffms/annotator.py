@@ -22,10 +22,10 @@ zwitterions) cannot be produced. The formula is the **neutral** molecule's formu
 adduct's charge and atoms are not part of the structure.
 
 Determinism: the sampling generator of one spectrum is seeded from ``seed`` (drawn once per annotator when
-``None``, and recorded in ``diffms_seed``), the spectrum's key and the formula. The key is ``index`` when the
-caller gives one (``annotate(spectrum, index=i)``), otherwise the spectrum's identity (its id field plus a
-digest of its peaks and precursor m/z). Results therefore do not depend on batch size, on the order of
-other spectra, or on which process handles a spectrum.
+``None``, and recorded in ``diffms_seed``), the spectrum's identity (:func:`matchms_diffms.metadata.spectrum_key`:
+its id field plus a digest of its peaks and precursor m/z) and the formula. Results therefore do not depend
+on the order or number of other spectra, on the file a spectrum comes from, or on which process handles it;
+every command (annotate, evaluate, the adapters) relies on this one convention.
 
 Metadata written on the clone: the ``diffms_*`` keys of :mod:`matchms_diffms.metadata` (plain Python types;
 lists as JSON strings so that matchms' MGF, MSP and JSON writers keep them with their default
@@ -47,14 +47,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .metadata import METADATA_KEYS, STATUS_CODES, spectrum_label
+from .metadata import METADATA_KEYS, STATUS_CODES, spectrum_key, spectrum_label
 from .ranking import Calibration, merge_ranked, rank_candidates
 
 logger = logging.getLogger("matchms.diffms")
 
-# Fields the sampling seed of a spectrum is derived from (:func:`spectrum_key`). Frozen: changing them would
-# change every result; it is not the display id (that is :func:`matchms_diffms.metadata.spectrum_id`).
-_SEED_ID_KEYS = ("spectrum_id", "feature_id", "title", "scans", "compound_name")
 SUBFORMULA_PPM = 20.0
 
 
@@ -86,22 +83,6 @@ class FormulaResult:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def spectrum_key(spectrum, index: int | None = None) -> str:
-    """The identity the sampling seed is derived from.
-
-    ``index`` when given; otherwise the first id field plus a sha256 of the peaks and precursor m/z, so
-    that the same spectrum gets the same seed in any process and at any position.
-    """
-    if index is not None:
-        return f"index:{int(index)}"
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(spectrum.peaks.mz, dtype=np.float64).tobytes())
-    h.update(np.ascontiguousarray(spectrum.peaks.intensities, dtype=np.float64).tobytes())
-    h.update(repr(spectrum.get("precursor_mz")).encode())
-    ident = next((str(spectrum.get(k)) for k in _SEED_ID_KEYS if spectrum.get(k) not in (None, "")), "")
-    return f"id:{ident}|peaks:{h.hexdigest()[:32]}"
-
-
 def derive_seed(seed: int, *parts) -> int:
     """A 63-bit seed from a base seed and any strings (stable across processes and platforms)."""
     text = "|".join([str(int(seed))] + [str(p) for p in parts])
@@ -169,9 +150,6 @@ class DiffMSAnnotator:
         Base seed; ``None`` draws one (recorded in ``diffms_seed``).
     max_formulas
         Formula candidates tried per spectrum; their ranked lists are merged by score.
-    batch_size
-        Spectra taken from the input at a time by :meth:`annotate_many`. Each spectrum is still encoded
-        and sampled on its own (no padding), so results do not depend on it.
     formula_context
         Extra run-wide information for the formula providers (e.g. ``{"sirius_formulas": {...}}``).
     calibration
@@ -185,11 +163,11 @@ class DiffMSAnnotator:
     """
 
     def __init__(self, model, info: dict, *, n_samples: int = 100, steps: int | None = None, top_k: int = 10,
-                 seed: int | None = None, max_formulas: int = 3, batch_size: int = 16,
+                 seed: int | None = None, max_formulas: int = 3,
                  formula_context: dict | None = None, calibration: Calibration | None = None,
                  subformula_ppm: float = SUBFORMULA_PPM, complete: bool = True):
-        if n_samples < 1 or top_k < 1 or max_formulas < 1 or batch_size < 1:
-            raise ValueError("n_samples, top_k, max_formulas and batch_size must be >= 1")
+        if n_samples < 1 or top_k < 1 or max_formulas < 1:
+            raise ValueError("n_samples, top_k and max_formulas must be >= 1")
         if steps is not None and not 1 <= steps <= model.config.diffusion_steps:
             raise ValueError(f"steps must lie in 1..{model.config.diffusion_steps}")
         self.model = model
@@ -201,7 +179,6 @@ class DiffMSAnnotator:
         self.top_k = int(top_k)
         self.seed = int(seed) if seed is not None else secrets.randbits(31)
         self.max_formulas = int(max_formulas)
-        self.batch_size = int(batch_size)
         self.subformula_ppm = float(subformula_ppm)
         self.complete = bool(complete)
         self.formula_context = dict(formula_context or {})
@@ -214,7 +191,7 @@ class DiffMSAnnotator:
         """Load weights by name or path (once per process, see ``weights.load_model``) and build an annotator.
 
         ``options`` are the constructor's keyword arguments (``n_samples``, ``steps``, ``top_k``, ``seed``,
-        ``max_formulas``, ``batch_size``, ``formula_context``, ``calibration``).
+        ``max_formulas``, ``formula_context``, ``calibration``, ``complete``).
         """
         from .weights import load_model
 
@@ -232,10 +209,10 @@ class DiffMSAnnotator:
         return first.device if first is not None else torch.device("cpu")
 
     # ----------------------------------------------------------------------------------- public API
-    def __call__(self, spectrum, index: int | None = None):
-        return self.annotate(spectrum, index=index)
+    def __call__(self, spectrum):
+        return self.annotate(spectrum)
 
-    def annotate(self, spectrum, index: int | None = None):
+    def annotate(self, spectrum):
         """Annotate one spectrum; returns a clone with ``diffms_*`` metadata (the input is not modified).
 
         ``None`` gives ``None``. Problems with the spectrum give a status, never an exception.
@@ -251,40 +228,23 @@ class DiffMSAnnotator:
             out.metadata = metadata
         self._set_run_metadata(out)
         try:
-            self._annotate_into(out, spectrum_key(spectrum, index))
+            self._annotate_into(out, spectrum_key(spectrum))
         except Skip as skip:
             out.set("diffms_status", skip.status)
-            logger.info("DiffMS skipped spectrum %s: %s", spectrum_label(spectrum, index), skip.status)
+            logger.info("DiffMS skipped spectrum %s: %s", spectrum_label(spectrum), skip.status)
         except Exception as err:   # noqa: BLE001 -- one bad spectrum must not stop a run; logged below
             out.set("diffms_status", f"error: {type(err).__name__}: {err}")
-            logger.error("DiffMS failed on spectrum %s: %s: %s", spectrum_label(spectrum, index),
+            logger.error("DiffMS failed on spectrum %s: %s: %s", spectrum_label(spectrum),
                          type(err).__name__, err, exc_info=logger.isEnabledFor(logging.DEBUG))
         out.set("diffms_seconds", round(time.perf_counter() - start, 3))
         return out
 
-    def annotate_many(self, spectra: Iterable, indices: Iterable[int] | None = None) -> Iterator:
-        """Annotate spectra one after the other (lazily); yields annotated clones in input order.
-
-        Parameters
-        ----------
-        spectra
-            Iterable of matchms spectra (``None`` entries give ``None``).
-        indices
-            Optional global positions (e.g. in the whole library when this is one shard), used for the
-            seed; default: the spectra's identity (see module docstring).
-        """
-        spectra = iter(spectra)
-        indices = iter(indices) if indices is not None else None
-        while True:
-            chunk = []
-            for spectrum in spectra:
-                chunk.append((spectrum, next(indices) if indices is not None else None))
-                if len(chunk) == self.batch_size:
-                    break
-            if not chunk:
-                return
-            for spectrum, index in chunk:
-                yield self.annotate(spectrum, index=index)
+    def annotate_many(self, spectra: Iterable) -> Iterator:
+        """Annotate spectra one after the other (lazily); yields annotated clones in input order (``None``
+        entries give ``None``). For resumable, crash-tolerant runs in several processes see
+        :func:`matchms_diffms.batch.annotate_spectra`."""
+        for spectrum in spectra:
+            yield self.annotate(spectrum)
 
     # -------------------------------------------------------------------------------------- steps
     def _set_run_metadata(self, out) -> None:
@@ -476,4 +436,4 @@ class DiffMSAnnotator:
         return valid, matching, completed
 
 
-__all__ = ["DiffMSAnnotator", "spectrum_key", "derive_seed", "Skip", "impossible_formula"]
+__all__ = ["DiffMSAnnotator", "derive_seed", "Skip", "impossible_formula"]

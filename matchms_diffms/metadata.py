@@ -35,6 +35,7 @@ every log line use it.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import math
 
@@ -49,8 +50,11 @@ METADATA_KEYS = ("diffms_status", "diffms_smiles", "diffms_inchikey", "diffms_sc
 
 # Metadata fields that identify a spectrum, in order of precedence.
 ID_KEYS = ("feature_id", "scans", "title", "spectrum_id", "identifier", "compound_name")
+# Fields the sampling seed of a spectrum is derived from (:func:`spectrum_key`). Frozen: changing them would
+# change every result, so they keep their historical order instead of following ID_KEYS.
+_SEED_ID_KEYS = ("spectrum_id", "feature_id", "title", "scans", "compound_name")
 
-__all__ = ["STATUS_CODES", "METADATA_KEYS", "ID_KEYS", "status_code", "spectrum_id", "spectrum_label",
+__all__ = ["STATUS_CODES", "METADATA_KEYS", "ID_KEYS", "status_code", "spectrum_id", "spectrum_label", "spectrum_key",
            "text_value", "read_candidates", "read_annotation"]
 
 
@@ -85,6 +89,18 @@ def spectrum_label(spectrum, index: int | None = None) -> str:
     if found is not None:
         return f"{found[0]}={found[1]}"
     return f"#{index}" if index is not None else "<no id>"
+
+
+def spectrum_key(spectrum) -> str:
+    """The identity a spectrum's sampling seed is derived from: its first id field plus a sha256 of its peaks
+    (float64 bytes) and precursor m/z, so that the same spectrum gets the same seed in any file, at any
+    position and in any process."""
+    h = hashlib.sha256()
+    h.update(spectrum.peaks.mz.astype("float64").tobytes())
+    h.update(spectrum.peaks.intensities.astype("float64").tobytes())
+    h.update(repr(spectrum.get("precursor_mz")).encode())
+    ident = next((str(spectrum.get(k)) for k in _SEED_ID_KEYS if spectrum.get(k) not in (None, "")), "")
+    return f"id:{ident}|peaks:{h.hexdigest()[:32]}"
 
 
 # ------------------------------------------------------------------------------------------ status

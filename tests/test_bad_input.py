@@ -164,14 +164,17 @@ def test_duplicate_ids_are_annotated_independently(tiny_weights, tmp_path):
     assert all(status_code(s) in SAMPLED for s in statuses), statuses
 
 
-def test_peaks_above_precursor_are_ignored_by_the_encoder(tiny_weights):
+def test_peaks_above_precursor_are_ignored_by_the_encoder(tiny_weights, monkeypatch):
     """Peaks above precursor m/z + 1 play no part: the result equals that of the spectrum without them."""
+    from matchms_diffms import annotator as annotator_module
+
+    monkeypatch.setattr(annotator_module, "spectrum_key", lambda spectrum: "same seed for both")
     annotator = DiffMSAnnotator.from_pretrained(str(tiny_weights), n_samples=6, steps=3, seed=3)
     md = {"formula": "C2H6O", "adduct": "[M+H]+", "precursor_mz": 47.04914, "title": "x"}
     plain = Spectrum(mz=np.array([29.03858, 31.01784]), intensities=np.array([100.0, 35.0]), metadata=md)
     above = Spectrum(mz=np.array([29.03858, 31.01784, 120.0, 300.0]), intensities=np.array([100.0, 35.0, 900.0, 5.0]),
                      metadata=md)
-    a, b = annotator.annotate(plain, index=0), annotator.annotate(above, index=0)
+    a, b = annotator.annotate(plain), annotator.annotate(above)
     for key in ("diffms_status", "diffms_candidates", "diffms_n_valid", "diffms_n_formula_match"):
         assert a.get(key) == b.get(key), key
 
@@ -180,7 +183,7 @@ def test_only_peaks_above_precursor_gives_no_annotated_peaks(tiny_weights):
     annotator = DiffMSAnnotator.from_pretrained(str(tiny_weights), n_samples=16, steps=3, seed=0)
     md = {"formula": "C2H6O", "adduct": "[M+H]+", "precursor_mz": 47.04914}
     s = Spectrum(mz=np.array([150.0, 250.0]), intensities=np.array([100.0, 35.0]), metadata=md)
-    out = annotator.annotate(s, index=0)
+    out = annotator.annotate(s)
     assert out.get("diffms_n_formula_match") > 0                # the tiny model finds C2H6O structures
     assert status_code(out.get("diffms_status")) == "no_annotated_peaks", out.get("diffms_status")
     assert out.get("diffms_smiles")                             # still annotated (not a skip)

@@ -16,8 +16,11 @@ import pytest
 from click.testing import CliRunner
 from matchms.importing import load_from_json, load_from_mgf, load_from_msp
 
-from matchms_diffms import cli
+from matchms_diffms import batch, cli, cli_options
 from matchms_diffms import read_annotation, status_code
+from matchms_diffms.checkpoint import checkpoint_path_for
+from matchms_diffms.io import InputError
+from matchms_diffms.metadata import spectrum_key
 from matchms_diffms.official import WeightsError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -46,8 +49,19 @@ def mgf_text(records=MGF_RECORDS, extra_stale=True):
     return "\n".join(blocks)
 
 
+TITLES = [r[0] for r in MGF_RECORDS]
+
+
+def position(spectrum) -> int:
+    """Where a spectrum stands in MGF_RECORDS (the fake's stand-in for the identity the real annotator seeds
+    from); a spectrum of another input gets a number from its identity."""
+    title = spectrum.get("title")
+    return TITLES.index(title) if title in TITLES else int(spectrum_key(spectrum)[-8:], 16) % 1000
+
+
 class FakeAnnotator:
-    """Deterministic stand-in: candidates depend only on (seed, index); records its calls."""
+    """Deterministic stand-in: candidates depend only on (seed, spectrum); records the positions it is called
+    for."""
 
     calls: list = []
     created: list = []
@@ -65,7 +79,8 @@ class FakeAnnotator:
         cls.created.append((name_or_path, options))
         return cls(name_or_path, options)
 
-    def annotate(self, spectrum, index=None):
+    def annotate(self, spectrum):
+        index = position(spectrum)
         FakeAnnotator.calls.append(index)
         if FakeAnnotator.interrupt_at == index:
             raise KeyboardInterrupt
@@ -100,8 +115,8 @@ def fake(monkeypatch):
     FakeAnnotator.calls = []
     FakeAnnotator.created = []
     FakeAnnotator.interrupt_at = None
-    monkeypatch.setattr(cli, "annotator_class", lambda: FakeAnnotator)
-    monkeypatch.setattr(cli, "_check_weights", lambda weights: None)    # FakeAnnotator judges the weights
+    monkeypatch.setattr(batch, "annotator_class", lambda: FakeAnnotator)
+    monkeypatch.setattr(cli_options, "check_weights_early", lambda weights: None)   # FakeAnnotator judges them
     return FakeAnnotator
 
 
@@ -137,12 +152,11 @@ def test_annotate_mgf(fake, mgf, tmp_path):
     before = mgf.read_bytes()
     out = tmp_path / "out.mgf"
     result = annotate(mgf, out, "--samples", 7, "--top-k", 3, "--max-formulas", 2, "--weights", "w1",
-                      "--batch-size", 4, "--steps", 20)
+                      "--steps", 20)
     assert result.exit_code == 0, result.output
     assert mgf.read_bytes() == before                                    # input untouched
-    assert not cli.checkpoint_path_for(out).exists()
-    assert fake.created == [("w1", {"n_samples": 7, "steps": 20, "top_k": 3, "seed": 5, "max_formulas": 2, "complete": True,
-                                    "batch_size": 4})]
+    assert not checkpoint_path_for(out).exists()
+    assert fake.created == [("w1", {"n_samples": 7, "steps": 20, "top_k": 3, "seed": 5, "max_formulas": 2, "complete": True})]
     assert fake.calls == list(range(7))
     back = list(load_from_mgf(str(out)))
     assert [s.get("title") for s in back] == [r[0] for r in MGF_RECORDS]
@@ -322,7 +336,7 @@ def test_unknown_weights_is_a_one_line_error_and_leaves_no_checkpoint(fake, mgf,
     out = tmp_path / "out.mgf"
     line = one_line_error(annotate(mgf, out, "--weights", "missing"))
     assert "unknown weights 'missing'" in line
-    assert not out.exists() and not cli.checkpoint_path_for(out).exists()
+    assert not out.exists() and not checkpoint_path_for(out).exists()
     assert "steps must lie" in one_line_error(annotate(mgf, out, "--steps", 999))
 
 
@@ -350,9 +364,9 @@ def test_output_write_failure_keeps_the_checkpoint(fake, mgf, tmp_path, monkeypa
     monkeypatch.setitem(writers.WRITERS, ".mgf", full)
     line = one_line_error(annotate(mgf, out), code=1)
     assert "No space left on device" in line and "--resume" in line
-    assert cli.checkpoint_path_for(out).exists()
+    assert checkpoint_path_for(out).exists()
     monkeypatch.undo()
-    monkeypatch.setattr(cli, "annotator_class", lambda: FakeAnnotator)
+    monkeypatch.setattr(batch, "annotator_class", lambda: FakeAnnotator)
     FakeAnnotator.calls = []
     assert annotate(mgf, out, "--resume").exit_code == 0
     assert FakeAnnotator.calls == []                                     # nothing recomputed
@@ -367,7 +381,7 @@ def test_interrupt_and_resume_give_the_uninterrupted_output(fake, mgf, tmp_path)
     fake.interrupt_at, fake.calls = 4, []
     result = annotate(mgf, out)
     assert result.exit_code == 130 and "--resume" in result.stderr
-    checkpoint = cli.checkpoint_path_for(out)
+    checkpoint = checkpoint_path_for(out)
     lines = checkpoint.read_text().splitlines()
     assert json.loads(lines[0])["header"]["seed"] == 5
     assert [json.loads(line)["index"] for line in lines[1:]] == [0, 1, 2, 3]
@@ -388,7 +402,7 @@ def test_resume_tolerates_a_cut_off_last_line(fake, mgf, tmp_path):
     out = tmp_path / "out.mgf"
     fake.interrupt_at = 3
     assert annotate(mgf, out).exit_code == 130
-    checkpoint = cli.checkpoint_path_for(out)
+    checkpoint = checkpoint_path_for(out)
     with open(checkpoint, "a") as fh:
         fh.write('{"index": 3, "metadata": {"diffms_status": "o')      # crash while writing
     fake.interrupt_at, fake.calls = None, []
@@ -402,7 +416,7 @@ def test_resume_seed_comes_from_the_checkpoint(fake, mgf, tmp_path):
     out = tmp_path / "out.mgf"
     fake.interrupt_at = 2
     assert run("annotate", mgf, "-o", out, "--no-progress").exit_code == 130      # random seed
-    seed = json.loads(cli.checkpoint_path_for(out).read_text().splitlines()[0])["header"]["seed"]
+    seed = json.loads(checkpoint_path_for(out).read_text().splitlines()[0])["header"]["seed"]
     fake.interrupt_at = None
     assert run("annotate", mgf, "-o", out, "--no-progress", "--resume").exit_code == 0
     assert {s.get("diffms_seed") for s in load_from_mgf(str(out))} == {str(seed)}
@@ -461,9 +475,9 @@ def test_workers_give_the_same_output(fake, mgf, tmp_path):
 
 def test_worker_start_failure_is_reported_by_the_first_task():
     # what a worker process does on start (in-process here: spawning costs seconds)
-    cli._worker_load(FakeAnnotator, "missing", {"seed": 1})
-    with pytest.raises(cli.WorkerStartError) as info:
-        cli._worker_task((0, None))
+    batch._worker_load(FakeAnnotator, "missing", {"seed": 1})
+    with pytest.raises(batch.WorkerStartError) as info:
+        batch._worker_task((0, None))
     assert info.value.input_problem and "unknown weights 'missing'" in str(info.value)
     import pickle
 
@@ -475,23 +489,23 @@ def test_worker_start_failure_is_reported_by_the_first_task():
         def from_pretrained(cls, name_or_path="default", **options):
             raise MemoryError("out of memory")
 
-    cli._worker_load(Exploding, "w", {"seed": 1})
-    with pytest.raises(cli.WorkerStartError, match="cannot start a worker: MemoryError") as info:
-        cli._worker_task((0, None))
+    batch._worker_load(Exploding, "w", {"seed": 1})
+    with pytest.raises(batch.WorkerStartError, match="cannot start a worker: MemoryError") as info:
+        batch._worker_task((0, None))
     assert not info.value.input_problem
-    cli._worker_load(FakeAnnotator, "w", {"seed": 1, "n_samples": 2, "top_k": 2})
-    assert isinstance(cli._WORKER["annotator"], FakeAnnotator)
-    cli._WORKER.clear()
+    batch._worker_load(FakeAnnotator, "w", {"seed": 1, "n_samples": 2, "top_k": 2})
+    assert isinstance(batch._WORKER["annotator"], FakeAnnotator)
+    batch._WORKER.clear()
 
 
 def test_worker_errors_reach_the_user_as_one_line(fake, mgf, tmp_path, monkeypatch):
     def failing_run(*args, **kwargs):
-        raise cli.InputError("unknown weights 'x'")
+        raise InputError("unknown weights 'x'")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(cli, "_run", failing_run)
+    monkeypatch.setattr(batch, "_records", failing_run)
     assert "unknown weights 'x'" in one_line_error(annotate(mgf, tmp_path / "o.mgf", "--workers", 2))
-    assert not cli.checkpoint_path_for(tmp_path / "o.mgf").exists()
+    assert not checkpoint_path_for(tmp_path / "o.mgf").exists()
 
 
 # ------------------------------------------------------------------------------------------ other commands

@@ -10,7 +10,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from matchms_diffms import cli
+from matchms_diffms import batch, cli
 from matchms_diffms import DiffMSAnnotator
 from reliability_helpers import assert_no_traceback, cli_command, cli_env, good_library_mgf, make_tiny_weights, \
     parsed_output
@@ -23,8 +23,8 @@ class PidAnnotator(DiffMSAnnotator):
     """The real annotator, plus the id of the process that annotated each spectrum (``test_pid``). It dawdles a
     little per spectrum so that every worker gets work even when one starts much later than the others."""
 
-    def annotate(self, spectrum, index=None):
-        out = super().annotate(spectrum, index=index)
+    def annotate(self, spectrum):
+        out = super().annotate(spectrum)
         out.set("test_pid", os.getpid())
         if multiprocessing.parent_process() is not None:        # in a worker process
             time.sleep(0.2)
@@ -34,10 +34,10 @@ class PidAnnotator(DiffMSAnnotator):
 class CrashAnnotator(DiffMSAnnotator):
     """Kills its worker process (like a segfault or the out-of-memory killer) on the spectrum at position 10."""
 
-    def annotate(self, spectrum, index=None):
-        if index == 10 and multiprocessing.parent_process() is not None:
+    def annotate(self, spectrum):
+        if spectrum.get("title").endswith(" 10") and multiprocessing.parent_process() is not None:
             os._exit(139)
-        return super().annotate(spectrum, index=index)
+        return super().annotate(spectrum)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def annotate(library, out, weights, *extra):
 def test_workers_use_n_processes_and_give_the_result_of_one(library, tiny_weights, tmp_path, monkeypatch):
     import json
 
-    monkeypatch.setattr(cli, "annotator_class", lambda: PidAnnotator)
+    monkeypatch.setattr(batch, "annotator_class", lambda: PidAnnotator)
     annotate(library, tmp_path / "one.json", tiny_weights, "--workers", "1")
     annotate(library, tmp_path / "two.json", tiny_weights, "--workers", "2")
     pids_one = {r["test_pid"] for r in json.loads((tmp_path / "one.json").read_text())}
@@ -106,13 +106,13 @@ def test_processes_in_one_folder_do_not_interfere(library, tiny_weights, tmp_pat
 def test_a_worker_that_dies_costs_one_spectrum_not_the_run(library, tiny_weights, tmp_path, monkeypatch):
     """A worker process killed while annotating (segfault, out-of-memory kill) neither stops nor hangs the run:
     that spectrum gets an ``error`` status, every other spectrum its normal result."""
-    monkeypatch.setattr(cli, "annotator_class", lambda: CrashAnnotator)
+    monkeypatch.setattr(batch, "annotator_class", lambda: CrashAnnotator)
     result = annotate(library, tmp_path / "crash.json", tiny_weights, "--workers", "2")
     assert_no_traceback(result.output)
     assert "worker process died" in result.stderr
     crashed = parsed_output(tmp_path / "crash.json")
-    monkeypatch.setattr(cli, "annotator_class", lambda: DiffMSAnnotator)
+    monkeypatch.setattr(batch, "annotator_class", lambda: DiffMSAnnotator)
     annotate(library, tmp_path / "normal.json", tiny_weights)
     normal = parsed_output(tmp_path / "normal.json")
-    assert crashed[10]["diffms_status"] == cli.WORKER_DIED
+    assert crashed[10]["diffms_status"] == batch.WORKER_DIED
     assert crashed[:10] + crashed[11:] == normal[:10] + normal[11:]

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from matchms_diffms import cli, files, writers
+from matchms_diffms import batch, cli, files, writers
+from matchms_diffms import checkpoint as ckpt
 from matchms_diffms import DiffMSAnnotator
 from reliability_helpers import (assert_no_traceback, cli_command, cli_env, good_library_mgf, make_tiny_weights,
                                  parsed_output, run_cli)
@@ -71,7 +72,7 @@ def test_kill_9_during_resume_then_same_command_equals_uninterrupted_run(tiny_we
     work = tmp_path / "run"
     work.mkdir()
     out = work / "annotated.json"
-    checkpoint = cli.checkpoint_path_for(out)
+    checkpoint = ckpt.checkpoint_path_for(out)
     command = ["annotate", library, "-o", out, "--weights", tiny_weights, *OPTIONS, "--resume"]
 
     # 1. kill -9 a fresh --resume run part-way
@@ -136,16 +137,16 @@ def reference(library, tiny_weights, tmp_path):
 class CountingAnnotator(DiffMSAnnotator):
     calls = 0
 
-    def annotate(self, spectrum, index=None):
+    def annotate(self, spectrum):
         CountingAnnotator.calls += 1
-        return super().annotate(spectrum, index=index)
+        return super().annotate(spectrum)
 
 
 def test_disk_full_on_the_output_keeps_the_checkpoint(library, reference, tiny_weights, tmp_path, monkeypatch):
     out = tmp_path / "out" / "annotated.tsv"
     out.parent.mkdir()
     out.write_text("previous results\n")                          # an older output must survive a failed write
-    monkeypatch.setattr(cli, "annotator_class", lambda: CountingAnnotator)
+    monkeypatch.setattr(batch, "annotator_class", lambda: CountingAnnotator)
     real_write_tsv = writers.write_tsv
 
     def full(tmp):
@@ -159,7 +160,7 @@ def test_disk_full_on_the_output_keeps_the_checkpoint(library, reference, tiny_w
     result = invoke("annotate", library, "-o", out, "--weights", tiny_weights, *FAST)
     assert result.exit_code == 1
     line = one_line(result)
-    assert "No space left on device" in line and str(cli.checkpoint_path_for(out)) in line and "--resume" in line
+    assert "No space left on device" in line and str(ckpt.checkpoint_path_for(out)) in line and "--resume" in line
     assert out.read_text() == "previous results\n"
     assert sorted(p.name for p in out.parent.iterdir()) == ["annotated.tsv", "annotated.tsv.partial.jsonl"]
     assert CountingAnnotator.calls == 6
@@ -170,12 +171,12 @@ def test_disk_full_on_the_output_keeps_the_checkpoint(library, reference, tiny_w
     assert result.exit_code == 0, result.output
     assert CountingAnnotator.calls == 6
     assert out.read_bytes() == reference.read_bytes()
-    assert not cli.checkpoint_path_for(out).exists()
+    assert not ckpt.checkpoint_path_for(out).exists()
 
 
 def test_disk_full_on_the_checkpoint_keeps_what_finished(library, reference, tiny_weights, tmp_path, monkeypatch):
     out = tmp_path / "annotated.tsv"
-    real = cli._write_line
+    real = ckpt._write_line
     written = []
 
     def write_line(fh, obj):
@@ -184,14 +185,14 @@ def test_disk_full_on_the_checkpoint_keeps_what_finished(library, reference, tin
         written.append(obj)
         real(fh, obj)
 
-    monkeypatch.setattr(cli, "_write_line", write_line)
+    monkeypatch.setattr(ckpt, "_write_line", write_line)
     result = invoke("annotate", library, "-o", out, "--weights", tiny_weights, *FAST)
     assert result.exit_code == 1
     line = one_line(result)
     assert "No space left on device" in line and "checkpoint" in line
-    assert checkpoint_records(cli.checkpoint_path_for(out)) == 3 and not out.exists()
-    monkeypatch.setattr(cli, "_write_line", real)
-    monkeypatch.setattr(cli, "annotator_class", lambda: CountingAnnotator)
+    assert checkpoint_records(ckpt.checkpoint_path_for(out)) == 3 and not out.exists()
+    monkeypatch.setattr(ckpt, "_write_line", real)
+    monkeypatch.setattr(batch, "annotator_class", lambda: CountingAnnotator)
     CountingAnnotator.calls = 0
     result = invoke("annotate", library, "-o", out, "--weights", tiny_weights, *FAST, "--resume")
     assert result.exit_code == 0, result.output
@@ -212,11 +213,11 @@ def test_permission_denied_on_the_output(library, tiny_weights, tmp_path, monkey
     assert result.exit_code == 1
     line = one_line(result)
     assert "Permission denied" in line and str(out) in line and "--resume" in line
-    assert cli.checkpoint_path_for(out).exists() and not out.exists()
+    assert ckpt.checkpoint_path_for(out).exists() and not out.exists()
     monkeypatch.setattr(files.tempfile, "mkstemp", real_mkstemp)
     result = invoke("annotate", library, "-o", out, "--weights", tiny_weights, *FAST, "--resume")
     assert result.exit_code == 0, result.output
-    assert out.exists() and not cli.checkpoint_path_for(out).exists()
+    assert out.exists() and not ckpt.checkpoint_path_for(out).exists()
 
 
 def test_checkpoint_cannot_be_created(library, tiny_weights, tmp_path, monkeypatch):
@@ -224,7 +225,7 @@ def test_checkpoint_cannot_be_created(library, tiny_weights, tmp_path, monkeypat
     real_open = open
 
     def guarded_open(file, mode="r", *args, **kwargs):
-        if str(file).endswith(cli.CHECKPOINT_SUFFIX) and "r" not in mode:
+        if str(file).endswith(ckpt.CHECKPOINT_SUFFIX) and "r" not in mode:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
         return real_open(file, mode, *args, **kwargs)
 

@@ -18,9 +18,9 @@ SAMPLES, STEPS, SEED = 16, 5, 0
 
 
 def direct_run(ckpt):
-    """What an unsharded ``matchms-diffms annotate`` computes: position p seeds spectrum p."""
+    """What an unsharded ``matchms-diffms annotate`` computes (each spectrum seeded from its identity)."""
     ann = DiffMSAnnotator.from_pretrained(ckpt, n_samples=SAMPLES, steps=STEPS, seed=SEED, top_k=10)
-    return [ann.annotate(s, index=p) for p, s in enumerate(load_from_mgf(str(FIXTURE)))]
+    return [ann.annotate(s) for s in load_from_mgf(str(FIXTURE))]
 
 
 @pytest.mark.slow
