@@ -4,7 +4,7 @@ Every writer has the signature ``writer(spectra, path)`` and writes atomically: 
 temporary file in the destination folder, is flushed to disk (fsync) and then renamed over ``path``
 (``os.replace``), so a reader never sees a half-written file and an interrupted run leaves the previous file
 intact. Any operating-system error (disk full, permission denied, missing folder) is raised as
-:class:`OutputError` naming the path.
+:class:`matchms_diffms.files.OutputError` naming the path.
 
 How DiffMS metadata survives the formats (matchms 0.33):
 
@@ -28,7 +28,7 @@ import logging
 import math
 from pathlib import Path
 
-from .files import OutputError, atomic_write, plain_value
+from .files import atomic_write, plain_value
 from .metadata import read_candidates, spectrum_id
 from .hookspecs import hookimpl
 

@@ -154,7 +154,7 @@ def test_disk_full_on_the_output_keeps_the_checkpoint(library, reference, tiny_w
             fh.write("partial")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(writers, "write_tsv", lambda spectra, path: writers.atomic_write(path, full))
+    monkeypatch.setattr(writers, "write_tsv", lambda spectra, path: files.atomic_write(path, full))
     monkeypatch.setitem(writers.WRITERS, ".tsv", writers.write_tsv)
     CountingAnnotator.calls = 0
     result = invoke("annotate", library, "-o", out, "--weights", tiny_weights, *FAST)
