@@ -59,6 +59,9 @@ class DiffMSConfig:
     dim_ffX: int = 256
     dim_ffE: int = 128
     dim_ffy: int = 1024
+    # Dropout of every dropout in the decoder layers while training (DiffMS: 0.1). Our pretraining sees
+    # each molecule less than once per run, so dropout only costs time there (about a fifth of a CPU step).
+    decoder_dropout: float = 0.1
     atom_types: list[str] = field(default_factory=lambda: list(OFFICIAL_ATOM_TYPES))
     n_edge_types: int = 5                     # none, single, double, triple, aromatic
     # --- diffusion ---
@@ -71,6 +74,12 @@ class DiffMSConfig:
     # Reverse steps the annotator takes when the user sets none (skip-step sampling with the exact
     # multi-step transition); None = every step (the official DiffMS sampler).
     default_sampling_steps: int | None = None
+    # Our models only (False in every official layout): the decoder also sees, per atom of the noisy
+    # graph, whether the conditioning fingerprint holds the Morgan bit of the atom's environment at radius
+    # 0..environment_radius, and two global shares (graph environments found in y, y covered by the graph);
+    # graph_features.environment_features. Tells the network which atoms are not yet right.
+    environment_features: bool = False
+    environment_radius: int = 2
     # --- free-form provenance (name, training data, ...) ---
     name: str = "unnamed"
 
@@ -80,12 +89,12 @@ class DiffMSConfig:
         return len(self.atom_types)
 
     @property
-    def n_extra_X(self) -> int:               # k3,k4,k5, non-LCC, 2 eigvec, charge, valency
-        return 8
+    def n_extra_X(self) -> int:               # k3,k4,k5, non-LCC, 2 eigvec, charge, valency [, env bits]
+        return 8 + (self.environment_radius + 1 if self.environment_features else 0)
 
     @property
-    def n_extra_y(self) -> int:               # n, 4 cycles, n_cc, 5 eigvals, weight, t
-        return 13
+    def n_extra_y(self) -> int:               # n, 4 cycles, n_cc, 5 eigvals, weight [, 2 env shares], t
+        return 13 + (2 if self.environment_features else 0)
 
     @property
     def input_dims(self) -> dict:

@@ -222,12 +222,13 @@ class GraphTransformer(nn.Module):
     ----------
     config : DiffMSConfig (decoder widths, ``input_dims`` / ``output_dims``, ``reference_padding``
         for the pooling quirk described in the module docstring).
-    dropout : dropout rate of every dropout in the layers (0.1 in DiffMS).
+    dropout : dropout rate of every dropout in the layers (default ``config.decoder_dropout``; 0.1 in DiffMS).
     """
 
-    def __init__(self, config: DiffMSConfig, dropout: float = 0.1):
+    def __init__(self, config: DiffMSConfig, dropout: float | None = None):
         super().__init__()
         c = config
+        dropout = c.decoder_dropout if dropout is None else dropout
         ind, outd = c.input_dims, c.output_dims
         self.out_dims = outd
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 from .config import DiffMSConfig
@@ -250,6 +251,42 @@ def weight_feature(X: torch.Tensor, config: DiffMSConfig, node_mask: torch.Tenso
     return per_node.sum(dim=-1, keepdim=True) / config.max_atom_weight
 
 
+# ----------------------------------------------------------------------------- environments
+def environment_features(X: torch.Tensor, E_cls: torch.Tensor, y: torch.Tensor, node_mask: torch.Tensor,
+                         config: DiffMSConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which atom environments of the noisy graph the conditioning fingerprint contains (our models only).
+
+    Parameters
+    ----------
+    X : (B, n, A) atom one-hot; E_cls : (B, n, n) long edge classes (0..4; other values = no bond).
+    y : (B, cond) conditioning fingerprint (0/1 or probabilities); node_mask : (B, n) bool.
+    config : ``environment_radius`` R and the atom vocabulary.
+
+    Returns
+    -------
+    env_X : (B, n, R + 1) y at the Morgan bit of each atom's radius-r environment (0 for padding)
+    env_y : (B, 2) [share of y over the graph's environments, share of y's mass the graph's environments
+        cover]
+    """
+    from ..chem.environments import environment_bits
+
+    B, n = node_mask.shape
+    R = config.environment_radius
+    nodes = torch.where(node_mask, X.argmax(dim=-1), -1).cpu().numpy()                 # (B, n)
+    adj = E_cls.cpu().numpy()                                                           # (B, n, n)
+    bits = torch.from_numpy(np.stack([environment_bits(nodes[b], adj[b], config.atom_types, R,
+                                                       y.shape[-1]) for b in range(B)]))
+    bits = bits.to(y.device)                                                           # (B, n, R + 1)
+    real = bits >= 0
+    yf = y.float()
+    env_X = torch.gather(yf, 1, bits.clamp(min=0).reshape(B, -1)).reshape(B, n, R + 1) * real
+    precision = env_X.sum(dim=(1, 2)) / real.sum(dim=(1, 2)).clamp(min=1)             # (B,)
+    covered = torch.zeros_like(yf).scatter_(1, bits.clamp(min=0).reshape(B, -1),
+                                            real.reshape(B, -1).float())               # (B, cond)
+    recall = (yf * covered.clamp(max=1)).sum(dim=1) / yf.sum(dim=1).clamp(min=1e-6)
+    return env_X, torch.stack([precision, recall], dim=-1)
+
+
 # ----------------------------------------------------------------------------- assembly
 def extra_features(X: torch.Tensor, E: torch.Tensor, node_mask: torch.Tensor, config: DiffMSConfig,
                    generator: torch.Generator | None = None, reference_padding: bool | None = None
@@ -308,6 +345,10 @@ def network_input(X: torch.Tensor, E_t: torch.Tensor, y: torch.Tensor, node_mask
     """
     B = X.shape[0]
     extra_X, extra_y = extra_features(X, E_t, node_mask, config, generator, reference_padding)
+    if config.environment_features:
+        E_cls = torch.where(E_t.sum(dim=-1) > 0, E_t.argmax(dim=-1), 0)
+        env_X, env_y = environment_features(X, E_cls, y, node_mask.bool(), config)
+        extra_X, extra_y = torch.cat([extra_X, env_X], dim=-1), torch.cat([extra_y, env_y], dim=-1)
     t = torch.as_tensor(t_norm, dtype=torch.float32, device=X.device).reshape(-1, 1).expand(B, 1)
     X_in = torch.cat([X.float(), extra_X], dim=-1)
     E_in = E_t.float()
@@ -372,8 +413,12 @@ def network_input_from_classes(static: dict[str, torch.Tensor], E_cls: torch.Ten
 
     extra_X = torch.cat([x_cycles, spec["nonlcc"], spec["eigvecs"], charge.unsqueeze(-1),
                          valency.unsqueeze(-1)], dim=-1)                 # (B, n, 8)
+    env_y = y.new_zeros(B, 0)
+    if config.environment_features:
+        env_X, env_y = environment_features(static["X"], E_cls, y, node_mask, config)
+        extra_X = torch.cat([extra_X, env_X], dim=-1)                    # (B, n, 8 + R + 1)
     t = torch.as_tensor(t_norm, dtype=torch.float32, device=E_cls.device).reshape(-1, 1).expand(B, 1)
     X_in = torch.cat([static["X"], extra_X], dim=-1)
     y_in = torch.cat([y.float(), static["n"], y_cycles, spec["n_components"], spec["eigvals"],
-                      static["weight"], t], dim=-1)
+                      static["weight"], env_y.float(), t], dim=-1)
     return X_in, y_in

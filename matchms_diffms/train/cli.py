@@ -50,6 +50,9 @@ def _common_options(f):
         click.option("--val-every", type=int, help="Validate every N steps (0: only at the end)."),
         click.option("--val-max", type=int, help="Validation items used (a fixed subset)."),
         click.option("--stop-at", type=int, help="Stop after this step with a checkpoint (resume later)."),
+        click.option("--time-budget", type=str,
+                     help="Stop after this much training time of this invocation (3600, 90m, 2h, 1h30m) with a "
+                          "checkpoint and weights; --resume continues."),
         click.option("--threads", type=int, help="torch threads per process."),
         click.option("--device", type=str, help="cpu (default) or cuda."),
         click.option("--workers", type=int, help="Processes for data featurisation (rank 0)."),

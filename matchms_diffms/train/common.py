@@ -75,16 +75,39 @@ COMMON_DEFAULTS = {
     "device": "cpu",
     "progress": True,           # tqdm bar on rank 0
     "stop_at": None,            # stop (with a checkpoint) after this step, e.g. for time-limited jobs
+    "time_budget": None,        # stop (checkpoint + weights) after this many seconds of this invocation
     "dist_timeout_min": 180,    # collective timeout; rank 0 may featurise data while the others wait
     "model": {},                # DiffMSConfig fields (partial) for the model size
 }
 
 # Keys that may differ between the original run and a ``--resume`` invocation.
-RESUME_OVERRIDABLE = {"threads", "device", "progress", "stop_at", "ckpt_every", "keep_checkpoints",
+RESUME_OVERRIDABLE = {"threads", "device", "progress", "stop_at", "time_budget", "ckpt_every", "keep_checkpoints",
                       "log_every", "val_every", "dist_timeout_min"}
 
 
 # ------------------------------------------------------------------------------------------ configuration
+def parse_duration(value) -> float:
+    """Seconds of a duration: a number of seconds, or a string like ``"90s"``, ``"45m"``, ``"2h"``, ``"1h30m"``.
+
+    Raises
+    ------
+    ValueError
+        For anything else, or a duration that is not positive.
+    """
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", text)
+        if not text or parts is None or not any(parts.groups()):
+            raise ValueError(f"cannot read the duration {value!r}; write e.g. 3600, 90m, 2h or 1h30m")
+        h, m, sec = (float(g) if g else 0.0 for g in parts.groups())
+        seconds = 3600 * h + 60 * m + sec
+    if not seconds > 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return seconds
+
+
 def load_json(path: str | Path) -> dict:
     """Read a JSON object from ``path`` (a clear error for anything else)."""
     try:
@@ -139,7 +162,8 @@ def resume_config(saved: dict, requested: dict, explicit: Iterable[str]) -> dict
         Keys that the resuming invocation set explicitly (``--config`` or command line).
     """
     cfg = dict(saved)
-    cfg["stop_at"] = requested.get("stop_at")      # applies to one invocation only
+    cfg["stop_at"] = requested.get("stop_at")      # these two apply to one invocation only
+    cfg["time_budget"] = requested.get("time_budget")
     conflicts = []
     for key in explicit:
         if requested.get(key) == saved.get(key):
@@ -619,6 +643,7 @@ def _fit(task: TrainTask, cfg: dict, run_dir: Path, resume: bool, dist: Dist) ->
                    "data": task.data_summary})
 
     stop_at = cfg.get("stop_at")
+    budget = parse_duration(cfg["time_budget"]) if cfg.get("time_budget") is not None else None
     t0 = time.perf_counter()
     epoch_cache = {0: first_batches}
     window = {"loss": 0.0, "n": 0, "grad_norm": 0.0, "extra": {}}
@@ -708,7 +733,8 @@ def _fit(task: TrainTask, cfg: dict, run_dir: Path, resume: bool, dist: Dist) ->
         bar.update(1)
         bar.set_postfix(loss=f"{batch_loss:.4f}")
 
-        final = step == n_total or (stop_at is not None and step >= int(stop_at))
+        out_of_time = budget is not None and time.perf_counter() - t0 >= budget
+        final = step == n_total or (stop_at is not None and step >= int(stop_at)) or out_of_time
         if step % max(1, int(cfg.get("log_every") or 1)) == 0 or final:
             now = time.perf_counter()
             rec = {"step": step, "epoch": step / steps_per_epoch, "loss": window["loss"] / window["n"],
@@ -741,7 +767,9 @@ def _fit(task: TrainTask, cfg: dict, run_dir: Path, resume: bool, dist: Dist) ->
     summary = {"event": "end", "step": step, "total_steps": n_total, "finished": step >= n_total,
                "elapsed_s": round(elapsed(), 3), "param_hash": hashes[0], "rank_param_hashes": hashes,
                "world_size": dist.world_size}
-    if step >= n_total and dist.is_main:
+    # Weights at the end of the schedule, and after a time budget (a run accumulated over several
+    # budgeted invocations has usable weights after each of them); not after --stop-at.
+    if (step >= n_total or budget is not None) and dist.is_main:
         info = {"name": run_dir.name, "stage": task.name, "steps": step, "seed": int(cfg["seed"]),
                 "world_size": dist.world_size, "data": task.data_summary,
                 "hyper_parameters": {k: v for k, v in cfg.items() if k != "model"}}

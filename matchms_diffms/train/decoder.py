@@ -34,6 +34,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..model.config import DiffMSConfig
 from .common import COMMON_DEFAULTS, Dist, TrainTask, build_model_config, make_batches, write_json
@@ -185,7 +186,7 @@ class GraphSet:
 
     # ---------------------------------------------------------------- batches
     def batch(self, idx: list[int], n_atom_types: int, device: torch.device):
-        """Dense padded batch.
+        """Dense padded batch (torch_geometric's ``to_dense_batch`` / ``to_dense_adj`` over the sparse graphs).
 
         Returns
         -------
@@ -194,23 +195,22 @@ class GraphSet:
             diagonal and padded entries all-zero
         node_mask : (B, n) bool
         """
-        idx = list(idx)
-        B = len(idx)
-        n = int(max(self.n_atoms[i] for i in idx))
-        X = torch.zeros(B, n, n_atom_types)
-        E_cls = torch.zeros(B, n, n, dtype=torch.long)
-        node_mask = torch.zeros(B, n, dtype=torch.bool)
-        for b, i in enumerate(idx):
-            k = int(self.n_atoms[i])
-            X[b, torch.arange(k), torch.from_numpy(self.nodes(i).astype(np.int64))] = 1.0
-            node_mask[b, :k] = True
-            rows = torch.from_numpy(self.bond_rows(i).astype(np.int64))
-            if len(rows):
-                E_cls[b, rows[:, 0], rows[:, 1]] = rows[:, 2]
-                E_cls[b, rows[:, 1], rows[:, 0]] = rows[:, 2]
-        if (X.sum(-1) > 1).any():
-            raise AssertionError("corrupted graph store")
-        E = torch.nn.functional.one_hot(E_cls, EDGE_TYPES).float()                      # (B, n, n, 5)
+        from torch_geometric.utils import to_dense_adj, to_dense_batch
+
+        part = self.subset(np.asarray(list(idx), dtype=np.int64))
+        B = len(part)
+        n = int(part.n_atoms.max())
+        graph_of_atom = torch.from_numpy(np.repeat(np.arange(B), part.n_atoms))           # (N,)
+        atoms = torch.from_numpy(part.atoms.astype(np.int64))                              # (N,)
+        X, node_mask = to_dense_batch(F.one_hot(atoms, n_atom_types).float(), graph_of_atom,
+                                      batch_size=B, max_num_nodes=n)                      # (B, n, A), (B, n)
+        bonds = torch.from_numpy(part.bonds.astype(np.int64))                              # (M, 3) local
+        offset = torch.from_numpy(np.repeat(part.atom_offsets[:-1], np.diff(part.bond_offsets)))
+        ends = bonds[:, :2] + offset[:, None]                                              # (M, 2) global
+        edge_index = torch.cat([ends, ends.flip(1)]).T                                     # (2, 2M)
+        E_cls = to_dense_adj(edge_index, graph_of_atom, bonds[:, 2].repeat(2).float(), batch_size=B,
+                             max_num_nodes=n).long()                                       # (B, n, n)
+        E = F.one_hot(E_cls, EDGE_TYPES).float()                                           # (B, n, n, 5)
         pair = node_mask[:, :, None] & node_mask[:, None, :]
         pair &= ~torch.eye(n, dtype=torch.bool)[None]
         E = E * pair[..., None]
