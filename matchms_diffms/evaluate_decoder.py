@@ -211,7 +211,7 @@ def format_table(result: dict) -> str:
 
 
 def write_result(result: dict, path) -> None:
-    from .writers import atomic_write
+    from .files import atomic_write
 
     text = json.dumps(result, indent=1)
     atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))

@@ -444,6 +444,31 @@ def diffusion_edge_loss(decoder: torch.nn.Module, config: DiffMSConfig, schedule
     return loss * count, count
 
 
+def load_decoder_state(model: torch.nn.Module, state: dict, old: DiffMSConfig, new: DiffMSConfig) -> None:
+    """Load a decoder state into ``model``; a start without environment features gains them.
+
+    When ``new`` has ``environment_features`` and ``old`` has not, the first layers of the X and y input MLPs
+    get zero columns for the new inputs (the env columns are appended to X_in and sit just before t in y_in),
+    so the widened network computes exactly what the old one did until training moves those weights.
+    Any other shape difference is an error.
+    """
+    own = model.state_dict()
+    widen = new.environment_features and not old.environment_features
+    for key, value in state.items():
+        target = own[key]
+        if value.shape == target.shape:
+            own[key] = value
+        elif widen and key == "mlp_in_X.0.weight":
+            own[key] = torch.cat([value, value.new_zeros(target.shape[0], target.shape[1] - value.shape[1])], 1)
+        elif widen and key == "mlp_in_y.0.weight":
+            extra = value.new_zeros(target.shape[0], target.shape[1] - value.shape[1])
+            own[key] = torch.cat([value[:, :-1], extra, value[:, -1:]], 1)
+        else:
+            raise ValueError(f"decoder parameter {key}: starting weights have shape {tuple(value.shape)}, the "
+                             f"model {tuple(target.shape)}")
+    model.load_state_dict(own)
+
+
 # ------------------------------------------------------------------------------------------ fold map
 def init_fold_merge(merge: torch.nn.Linear) -> bool:
     """Initialise the merge layer Linear(fp_bits -> cond_dim) as the fold map W[j, j + k*cond_dim] = 1.
@@ -488,9 +513,13 @@ class DecoderTask(TrainTask):
 
             start = load_full_model(cfg["init_from"])
             # The architecture comes from the starting weights; the data-derived fields (edge marginals,
-            # largest graph) are recomputed from this run's molecules below.
+            # largest graph) are recomputed from this run's molecules below. The run's model config may
+            # switch on the environment features (the input layers grow, see ``load_decoder_state``) and set
+            # the dropout.
+            own = {k for k in ("environment_features", "environment_radius", "decoder_dropout")
+                   if k in cfg["model"]}
             base = base.replace(**{k: getattr(start.config, k) for k in DECODER_FIELDS
-                                   if k not in ("edge_marginals", "max_n_nodes")})
+                                   if k not in ("edge_marginals", "max_n_nodes") and k not in own})
         graphs, is_val, summary = load_or_build_dataset(cfg, base, run_dir, dist)
         self.train_set = graphs.subset(np.flatnonzero(~is_val))
         self.val_set = graphs.subset(np.flatnonzero(is_val))
@@ -512,7 +541,7 @@ class DecoderTask(TrainTask):
         self.model = GraphTransformer(self.config)
         if start is not None:
             # Same architecture (the fields above came from it); only the data-derived marginals may differ.
-            self.model.load_state_dict(start.decoder.state_dict())
+            load_decoder_state(self.model, start.decoder.state_dict(), start.config, self.config)
             self.data_summary["init_from"] = str(cfg["init_from"])
 
     def batches(self, epoch: int, cfg: dict, dist: Dist) -> list[list[int]]:

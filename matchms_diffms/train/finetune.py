@@ -59,7 +59,8 @@ ENCODER_FIELDS = ("encoder_hidden", "encoder_layers", "encoder_heads", "magma_mo
                   "reference_padding")
 DECODER_FIELDS = ("cond_dim", "decoder_layers", "hidden_mlp_X", "hidden_mlp_E", "hidden_mlp_y", "dx", "de", "dy",
                   "decoder_heads", "dim_ffX", "dim_ffE", "dim_ffy", "atom_types", "n_edge_types",
-                  "diffusion_steps", "edge_marginals", "max_n_nodes")
+                  "diffusion_steps", "edge_marginals", "max_n_nodes", "environment_features",
+                  "environment_radius", "decoder_dropout")
 
 
 def load_full_model(path):

@@ -1,0 +1,116 @@
+"""Decoder training pieces: batching, environment features, widening a start, time budget."""
+import numpy as np
+import pytest
+import torch
+
+from matchms_diffms.chem.environments import environment_bits
+from matchms_diffms.chem.molecules import mol_to_graph, morgan_fingerprint
+from matchms_diffms.model.config import DiffMSConfig
+from matchms_diffms.model.decoder import GraphTransformer
+from matchms_diffms.model.graph_features import network_input
+from matchms_diffms.train.common import parse_duration
+from matchms_diffms.train.decoder import GraphSet, featurize_smiles, load_decoder_state
+
+ATOMS = ["C", "O", "P", "N", "S", "Cl", "F", "H", "Br", "I"]
+SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C#N", "OC(=O)C=CC(=O)O", "O=C1CCCCC1"]
+SMALL = dict(decoder_layers=2, hidden_mlp_X=16, hidden_mlp_E=8, hidden_mlp_y=32, dx=16, de=8, dy=16,
+             dim_ffX=16, dim_ffE=8, dim_ffy=16, atom_types=ATOMS, max_n_nodes=20, reference_padding=False)
+
+
+def graph_set():
+    recs = [featurize_smiles(s, ATOMS, 2048, 2, 60)[0] for s in SMILES]
+    return GraphSet.from_records([r[1] for r in recs], [r[2] for r in recs], [r[3] for r in recs],
+                                 [r[0] for r in recs])
+
+
+def test_batch_rebuilds_every_graph():
+    order = [4, 1, 3, 0, 5]
+    X, E, mask = graph_set().batch(order, len(ATOMS), torch.device("cpu"))
+    for b, i in enumerate(order):
+        nodes, adj = mol_to_graph(SMILES[i], ATOMS)
+        k = len(nodes)
+        assert int(mask[b].sum()) == k and not mask[b, k:].any()
+        assert (X[b, :k].argmax(-1).numpy() == nodes).all() and X[b, k:].sum() == 0
+        assert (E[b, :k, :k].argmax(-1).numpy() == adj).all()
+        assert E[b, :k, :k].sum() == k * (k - 1)          # one-hot off the diagonal, zero on it
+        assert E[b, k:].sum() == 0 and E[b, :, k:].sum() == 0
+
+
+@pytest.mark.parametrize("smiles", ["c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "OC(=O)C=CC(=O)O", "CC(C)(C)C#N"])
+def test_environment_bits_of_a_clean_graph_are_in_its_fingerprint(smiles):
+    nodes, adj = mol_to_graph(smiles, ATOMS)
+    bits = environment_bits(nodes, adj, ATOMS, 2, 2048)
+    fp = morgan_fingerprint(smiles, 2048, 2)
+    assert bits.shape == (len(nodes), 3) and (bits >= 0).all()
+    assert fp[bits].all()
+
+
+def test_environment_bits_flag_a_broken_atom_and_skip_padding():
+    nodes, adj = mol_to_graph("CC(=O)Nc1ccc(O)cc1", ATOMS)
+    fp = morgan_fingerprint("CC(=O)Nc1ccc(O)cc1", 2048, 2)
+    broken = adj.copy()
+    broken[1, 2] = broken[2, 1] = 0                       # the carbonyl oxygen loses its bond
+    bits = environment_bits(np.append(nodes, -1), np.pad(broken, ((0, 1), (0, 1))), ATOMS, 2, 2048)
+    assert (bits[-1] == -1).all()
+    assert not fp[bits[2, 0]]                             # a lone O (water-like) is not in paracetamol
+
+
+def test_environment_features_in_the_network_input():
+    cfg = DiffMSConfig(**SMALL, environment_features=True)
+    gs = graph_set()
+    X, E, mask = gs.batch([0, 2], len(ATOMS), torch.device("cpu"))
+    y = gs.fingerprints([0, 2], torch.device("cpu"))
+    X_in, E_in, y_in = network_input(X, E, y, mask, torch.tensor([[0.1], [0.1]]), cfg)
+    assert X_in.shape[-1] == cfg.input_dims["X"] and y_in.shape[-1] == cfg.input_dims["y"]
+    env = X_in[..., -3:]
+    assert (env[mask] == 1).all() and (env[~mask] == 0).all()   # clean graphs: every environment found
+    assert torch.allclose(y_in[:, -3:-1], torch.ones(2, 2))       # precision and recall 1
+    assert torch.allclose(y_in[:, -1], torch.tensor([0.1, 0.1]))  # t stays last
+
+
+def test_fast_sampling_path_equals_reference_with_environment_features():
+    from matchms_diffms.model.diffusion import NoiseSchedule, reverse_sample
+
+    cfg = DiffMSConfig(**SMALL, environment_features=True)
+    torch.manual_seed(0)
+
+    class Model:
+        config, schedule, decoder = cfg, NoiseSchedule(cfg.diffusion_steps), GraphTransformer(cfg).eval()
+
+    X = torch.zeros(3, 6, len(ATOMS))
+    X[:, :4, 0] = 1
+    X[:, 4:, 1] = 1
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    y = (torch.rand(1, 2048) < 0.02).float().expand(3, -1)
+    a = reverse_sample(Model, X, mask, y, steps=5, generator=torch.Generator().manual_seed(1), fast=True)
+    b = reverse_sample(Model, X, mask, y, steps=5, generator=torch.Generator().manual_seed(1), fast=False)
+    assert torch.equal(a, b)
+
+
+def test_widening_a_start_keeps_its_outputs():
+    old = DiffMSConfig(**SMALL)
+    new = old.replace(environment_features=True)
+    torch.manual_seed(0)
+    a = GraphTransformer(old).eval()
+    b = GraphTransformer(new).eval()
+    load_decoder_state(b, a.state_dict(), old, new)
+    gs = graph_set()
+    X, E, mask = gs.batch([1, 2], len(ATOMS), torch.device("cpu"))
+    y = gs.fingerprints([1, 2], torch.device("cpu"))
+    t = torch.tensor([[0.3], [0.3]])
+    out_a = a(*network_input(X, E, y, mask, t, old), mask)[1]
+    out_b = b(*network_input(X, E, y, mask, t, new), mask)[1]
+    assert torch.allclose(out_a, out_b, atol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        load_decoder_state(GraphTransformer(old.replace(dx=32)), a.state_dict(), old, old)
+
+
+@pytest.mark.parametrize("text,seconds", [("2h", 7200), ("90m", 5400), ("1h30m", 5400), (600, 600), ("45s", 45)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "x", "0", "-5", "h"])
+def test_parse_duration_refuses(bad):
+    with pytest.raises(ValueError):
+        parse_duration(bad)
