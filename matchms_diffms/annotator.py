@@ -9,10 +9,14 @@ One spectrum flows through these steps::
     per formula        element / adduct / size checks against the model vocabulary
                        subformula annotation of the peaks (20 ppm)
                        tokens -> model.encode (one spectrum alone: no padding, batch-independent)
-                       model.sample(heavy atoms, y, n_samples, steps, seeded generator)
+                       model.sample(heavy atoms, y, n_samples, steps, seeded generator): bond matrices
+                       and the last step's clean-graph probabilities
                        RDKit molecules; valid = sanitizes and one fragment
                        FORMULA-EXACT filter: the molecule's formula, implicit H included, must equal the
                        neutral formula (the reference does not check H; section 18 of the model spec)
+                       CONSTRAINED DECODING (``complete=True``, default): every other sample is replaced by
+                       the most probable formula-exact molecule under its probabilities
+                       (chem.decoding.decode_formula_exact); ``complete=False`` drops it (DiffMS)
                        ranking.rank_candidates: unique 2D structures (first InChIKey block), scored
     merge              ranked lists of all formulas merged by calibrated score, top_k kept
 
@@ -48,7 +52,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .metadata import METADATA_KEYS, STATUS_CODES, spectrum_key, spectrum_label
-from .ranking import Calibration, merge_ranked, rank_candidates
+from .ranking import DEFAULT_RANKING, RANKINGS, Calibration, merge_ranked, rank_candidates
 
 logger = logging.getLogger("matchms.diffms")
 
@@ -157,15 +161,25 @@ class DiffMSAnnotator:
     subformula_ppm
         Tolerance of the subformula assignment of peaks (20 ppm, as DiffMS's data preparation).
     complete
-        Turn samples that are not valid formula-exact molecules into such molecules around their bonds
-        (``chem.repair.complete_to_formula``; counted in ``diffms_n_completed``). ``False`` keeps only samples
-        that are formula-exact as sampled (the official DiffMS behaviour plus the formula filter).
+        Replace every sample that is not a valid formula-exact molecule by the most probable formula-exact
+        molecule under the denoiser's last-step probabilities of that sample (constrained decoding,
+        ``chem.decoding.decode_formula_exact``; counted in ``diffms_n_completed``, marked ``decoded`` in the
+        candidates). ``False`` keeps only samples that are formula-exact as sampled (the official DiffMS
+        behaviour plus the formula filter).
+    ranking
+        ``combined`` (default: frequency and fingerprint agreement), ``frequency`` (DiffMS) or
+        ``fingerprint``; see :func:`matchms_diffms.ranking.rank_candidates`.
+    max_heavy_atoms
+        Largest formula (heavy atoms) annotated. Default: the largest the weights were trained on
+        (``config.max_n_nodes``); it may be raised up to ``config.heavy_atom_limit`` (quality drops, sampling
+        time grows with n squared).
     """
 
     def __init__(self, model, info: dict, *, n_samples: int = 100, steps: int | None = None, top_k: int = 10,
                  seed: int | None = None, max_formulas: int = 3,
                  formula_context: dict | None = None, calibration: Calibration | None = None,
-                 subformula_ppm: float = SUBFORMULA_PPM, complete: bool = True):
+                 subformula_ppm: float = SUBFORMULA_PPM, complete: bool = True, ranking: str = DEFAULT_RANKING,
+                 max_heavy_atoms: int | None = None):
         if n_samples < 1 or top_k < 1 or max_formulas < 1:
             raise ValueError("n_samples, top_k and max_formulas must be >= 1")
         if steps is not None and not 1 <= steps <= model.config.diffusion_steps:
@@ -181,6 +195,14 @@ class DiffMSAnnotator:
         self.max_formulas = int(max_formulas)
         self.subformula_ppm = float(subformula_ppm)
         self.complete = bool(complete)
+        if ranking not in RANKINGS:
+            raise ValueError(f"unknown ranking {ranking!r}; choose one of {', '.join(RANKINGS)}")
+        self.ranking = ranking
+        trained = int(model.config.max_n_nodes)
+        limit = int(model.config.heavy_atom_limit)
+        self.max_heavy_atoms = min(trained, limit) if max_heavy_atoms is None else int(max_heavy_atoms)
+        if not 2 <= self.max_heavy_atoms <= limit:
+            raise ValueError(f"max_heavy_atoms must lie in 2..{limit} for these weights")
         self.formula_context = dict(formula_context or {})
         self.calibration = calibration if calibration is not None else Calibration.for_weights(info.get("path"))
         self.model_id = f"{self.info.get('name', 'unknown')}@{str(self.info.get('sha256', ''))[:12]}"
@@ -318,17 +340,19 @@ class DiffMSAnnotator:
             fp, y = self._encode(annotation)
             seed = derive_seed(self.seed, key, cand.formula.hill(), cand.adduct.name)
             gen = torch.Generator(device=self.device).manual_seed(seed)
-            adj = self.model.sample(atoms, y[0], n_samples=self.n_samples, steps=self.steps, generator=gen)
+            valid, matching, sources = self._generate(atoms, y[0], cand.formula, gen)
             result.sampled = True
-            valid, matching, completed = self._molecules(atoms, adj, cand.formula,
-                                                         derive_seed(self.seed, key, "complete"))
-            result.n_valid, result.n_formula_match = len(valid), len(matching) - completed
-            result.n_completed = completed
+            result.n_completed = sources.count("decoded")
+            result.n_valid, result.n_formula_match = len(valid), len(matching) - result.n_completed
             if not matching:
+                how = ("and constrained decoding found none either" if self.complete
+                       else "(constrained decoding is off)")
                 raise Skip("no_valid_candidates",
-                           f"{len(valid)} of {self.n_samples} samples valid, none with formula {cand.formula.hill()}")
+                           f"{len(valid)} of {self.n_samples} samples valid, none with formula "
+                           f"{cand.formula.hill()}, {how}")
             result.ranked = rank_candidates(matching, fp[0], cand.formula, top_k=self.top_k,
-                                            calibration=self.calibration, n_valid=len(matching))
+                                            calibration=self.calibration, n_valid=len(matching),
+                                            ranking=self.ranking, sources=sources)
             if result.annotated_peaks == 0:
                 result.status = (f"no_annotated_peaks: no peak matched a subformula of {cand.formula.hill()} "
                                  f"within {self.subformula_ppm:g} ppm; only the precursor formula was encoded")
@@ -355,9 +379,11 @@ class DiffMSAnnotator:
         n = formula.n_heavy
         if n < 2:
             raise Skip("too_few_atoms", f"{formula.hill()} has {n} heavy atom(s); at least 2 are needed")
-        if n > cfg.heavy_atom_limit:
-            raise Skip("too_many_atoms", f"{formula.hill()} has {n} heavy atoms; the model allows at most "
-                                         f"{cfg.heavy_atom_limit}")
+        if n > self.max_heavy_atoms:
+            raise Skip("too_many_atoms", f"{formula.hill()} has {n} heavy atoms; the limit is {self.max_heavy_atoms} "
+                                         f"(the weights were trained on at most {cfg.max_n_nodes}; "
+                                         f"max_heavy_atoms / --max-heavy-atoms raises it up to "
+                                         f"{cfg.heavy_atom_limit})")
         from .model.tokens import MAX_COUNT
 
         big = {el: n for el, n in formula.counts.items() if n > MAX_COUNT}
@@ -411,15 +437,26 @@ class DiffMSAnnotator:
             fp, y = self.model.encode(tokens)                                          # (1, fp bits), (1, cond)
         return fp, y
 
-    def _molecules(self, atoms: list[str], adj: np.ndarray, formula, seed: int):
+    def _generate(self, atoms: list[str], y, formula, generator):
+        """Candidate molecules of one formula: ``(valid, formula_exact, sources)``.
+
+        ``valid``: samples that are valid molecules as drawn; ``formula_exact``: the molecules ranked (valid
+        samples with exactly the formula, plus constrained decodings of the other samples when ``complete``);
+        ``sources[i]``: ``"sampled"`` or ``"decoded"`` for ``formula_exact[i]``.
+        """
+        adj, probs = self.model.sample(atoms, y, n_samples=self.n_samples, steps=self.steps, generator=generator,
+                                       return_probs=True)
+        return self._molecules(atoms, adj, probs, formula)
+
+    def _molecules(self, atoms: list[str], adj: np.ndarray, probs: np.ndarray | None, formula):
         """Valid molecules of the samples (sanitize, one fragment, net charge 0), the formula-exact ones
-        (hydrogens included), and how many of those were completed from an unusable sample."""
+        (hydrogens included) with constrained decodings of the others, and the source of each."""
         from rdkit import Chem
 
+        from .chem.decoding import decode_formula_exact
         from .chem.molecules import check_molecule, graph_to_mol, matches_formula
-        from .chem.repair import complete_to_formula
 
-        valid, matching, completed = [], [], 0
+        valid, matching, sources = [], [], []
         for k, sample in enumerate(adj):                     # (n, n) bond classes
             res = check_molecule(graph_to_mol(atoms, sample))
             ok = res.is_valid and res.num_fragments == 1 and Chem.GetFormalCharge(res.mol) == 0
@@ -427,13 +464,14 @@ class DiffMSAnnotator:
                 valid.append(res.mol)
                 if matches_formula(res.mol, formula):
                     matching.append(res.mol)
+                    sources.append("sampled")
                     continue
             if self.complete:
-                mol = complete_to_formula(atoms, sample, formula, seed=seed + k)
+                mol = decode_formula_exact(atoms, formula, None if probs is None else probs[k], adj=sample)
                 if mol is not None:
                     matching.append(mol)
-                    completed += 1
-        return valid, matching, completed
+                    sources.append("decoded")
+        return valid, matching, sources
 
 
 __all__ = ["DiffMSAnnotator", "derive_seed", "Skip", "impossible_formula"]

@@ -288,12 +288,10 @@ def random_formula_baseline(formula: str, k: int, seed: int | None = None,
                             max_attempts: int | None = None) -> list[str]:
     """Up to ``k`` distinct random valid single-fragment molecules with exactly ``formula``.
 
-    Construction: the heavy atoms of the formula get their lowest neutral valence (P and S are raised to 5 / 4, 6
-    only when the hydrogens leave too few bonds to connect all atoms). The number of heavy-atom bond orders is
-    ``(sum of valences - H) / 2``. A random spanning tree is grown under the valence capacities (multivalent
-    atoms first), then ring bonds and bond-order upgrades (up to triple) are added at random until that number
-    is reached; each atom keeps its remaining valence as explicit hydrogens. The molecule must sanitize in RDKit
-    and have exactly the requested formula.
+    Construction (``chem.decoding.random_formula_molecule``): the constrained decoding of the model's samples,
+    applied to random bond probabilities: a random spanning tree under the valence caps, then random ring bonds
+    and bond-order raises until the formula's hydrogen count is met, no hydrogens on hypervalent S / P. The
+    molecule must sanitize in RDKit and have exactly the requested formula.
 
     Parameters
     ----------
@@ -314,15 +312,14 @@ def random_formula_baseline(formula: str, k: int, seed: int | None = None,
         these valences (odd electron count, too many hydrogens, no heavy atom).
     """
     from .chem.formula import Formula, FormulaError
-    from .chem.repair import choose_valences, random_formula_molecule
+    from .chem.decoding import random_formula_molecule, valence_choices
 
     try:
         parsed = Formula.parse(formula)
     except FormulaError:
         return []
     rng = random.Random(seed)
-    if k <= 0 or not parsed.heavy_atoms() or choose_valences(parsed.heavy_atoms(), parsed.counts.get("H", 0),
-                                                             random.Random(0)) is None:
+    if k <= 0 or not parsed.heavy_atoms() or not valence_choices(parsed.heavy_atoms(), parsed.counts.get("H", 0)):
         return []
     found: list[str] = []
     seen: set[str] = set()

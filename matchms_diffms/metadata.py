@@ -9,7 +9,9 @@ writers, the adapters) import it without loading the model.
 ``diffms_inchikey``         top candidate
 ``diffms_score``            top candidate's calibrated score in [0, 1]
 ``diffms_candidates``       JSON list of ``{smiles, inchikey, formula, score, count, tanimoto,
-                            frequency, raw_score}``, best first (``"[]"`` when none)
+                            frequency, raw_score, source}``, best first (``"[]"`` when none);
+                            ``source``: ``sampled`` (every sample of it was formula-exact as drawn),
+                            ``decoded`` (all came from constrained decoding) or ``sampled+decoded``
 ``diffms_formula``          Hill formula of the top candidate (else of the first formula tried)
 ``diffms_formula_source``   metadata / precursor_formula / sirius / mass_decomposition (or a plugin's name)
 ``diffms_adduct``           adduct used for the encoder
@@ -19,8 +21,9 @@ writers, the adapters) import it without loading the model.
 ``diffms_steps``            reverse diffusion steps
 ``diffms_seed``             base seed
 ``diffms_n_valid``          valid samples (all formulas)
-``diffms_n_formula_match``  valid samples with exactly the formula (all formulas)
-``diffms_n_completed``      samples completed into a formula-exact molecule (``complete=True``)
+``diffms_n_formula_match``  valid samples with exactly the formula, as drawn (all formulas)
+``diffms_n_completed``      samples turned into a formula-exact molecule by constrained decoding
+                            (``complete=True``; 0 with ``complete=False``)
 ``diffms_seconds``          wall time for this spectrum
 ==========================  ======================================================================
 

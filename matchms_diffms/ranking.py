@@ -1,18 +1,20 @@
-"""Ranking of generated structures: sample frequency + fingerprint agreement, calibrated to [0, 1].
+"""Ranking of generated structures: sample frequency and/or fingerprint agreement, calibrated to [0, 1].
 
 DiffMS ranks the valid samples of one spectrum by how often each structure was generated (spec section
 12.3). That count is not a probability and ignores the encoder's own prediction. Here every unique
 structure (first InChIKey block, i.e. 2D identity) gets
 
 * ``frequency`` = count / n_valid: the fraction of the valid samples that produced it,
-* ``tanimoto``  = continuous Tanimoto between its Morgan fingerprint (radius 2, 4096 bits, the encoder's
-  target) and the encoder's predicted bit probabilities ``p``::
+* ``tanimoto``  = continuous Tanimoto between its Morgan fingerprint (radius 2, as many bits as the encoder
+  predicts: 2048 for the default weights, 4096 for the official checkpoints) and the encoder's predicted bit
+  probabilities ``p``::
 
       T(b, p) = sum_i min(b_i, p_i) / sum_i max(b_i, p_i)
 
   For a binary ``b`` this is ``sum(p over set bits) / (n_set_bits + sum(p over unset bits))``; it equals
   the ordinary Tanimoto when ``p`` is binary, and it uses the probabilities without choosing a threshold.
-* ``raw_score`` = ``frequency_weight * frequency + (1 - frequency_weight) * tanimoto`` (default weight 0.5),
+* ``raw_score`` = ``frequency_weight * frequency + (1 - frequency_weight) * tanimoto``; the ranking choice
+  sets the weight: ``frequency`` 1 (DiffMS's ranking), ``fingerprint`` 0, ``combined`` 0.5,
 * ``score`` = ``calibration(raw_score)``, a monotone map to [0, 1].
 
 Candidates are ordered by raw score (descending), ties in first-seen order. A fitted calibration
@@ -36,7 +38,9 @@ from rdkit.Chem import rdFingerprintGenerator
 logger = logging.getLogger("matchms.diffms")
 
 FREQUENCY_WEIGHT = 0.5
-FP_BITS = 4096
+RANKINGS = {"frequency": 1.0, "fingerprint": 0.0, "combined": FREQUENCY_WEIGHT}   # ranking -> frequency weight
+DEFAULT_RANKING = "combined"
+FP_BITS = 4096             # default length of morgan_bits; ranking uses the encoder's length
 FP_RADIUS = 2
 CALIBRATION_FILE = "calibration.json"
 
@@ -64,6 +68,9 @@ class Candidate:
         ``count / n_valid``.
     raw_score
         Score before calibration.
+    source
+        ``sampled`` (every sample of this structure was formula-exact as drawn), ``decoded`` (all came from
+        constrained decoding, ``chem.decoding``) or ``sampled+decoded``.
     """
 
     smiles: str
@@ -74,6 +81,7 @@ class Candidate:
     tanimoto: float
     frequency: float
     raw_score: float = 0.0
+    source: str = "sampled"
 
     def to_dict(self) -> dict:
         """Plain-Python dict (JSON and matchms metadata safe), floats rounded to 6 decimals."""
@@ -89,7 +97,8 @@ class Candidate:
         return cls(smiles=str(d["smiles"]), inchikey=str(d.get("inchikey", "")),
                    formula=str(d.get("formula", "")), score=float(d.get("score", 0.0)),
                    count=int(d.get("count", 0)), tanimoto=float(d.get("tanimoto", 0.0)),
-                   frequency=float(d.get("frequency", 0.0)), raw_score=float(d.get("raw_score", 0.0)))
+                   frequency=float(d.get("frequency", 0.0)), raw_score=float(d.get("raw_score", 0.0)),
+                   source=str(d.get("source", "sampled")))
 
 
 # ---------------------------------------------------------------------------------------- fingerprints
@@ -329,7 +338,8 @@ def _hill(mol: Chem.Mol) -> str:
 
 def rank_candidates(mols_or_samples: Iterable, predicted_fp, formula=None, top_k: int | None = 10,
                     calibration: Calibration | None = None, n_valid: int | None = None,
-                    frequency_weight: float = FREQUENCY_WEIGHT) -> list[Candidate]:
+                    frequency_weight: float | None = None, ranking: str | None = None,
+                    sources: Sequence[str] | None = None) -> list[Candidate]:
     """Rank generated molecules of one spectrum.
 
     Parameters
@@ -338,7 +348,7 @@ def rank_candidates(mols_or_samples: Iterable, predicted_fp, formula=None, top_k
         Valid RDKit molecules (sanitized, one fragment) or SMILES strings, in sampling order; the same
         structure may appear many times.
     predicted_fp
-        (4096,) fingerprint probabilities predicted by the encoder for this spectrum (numpy or torch);
+        (fp bits,) fingerprint probabilities predicted by the encoder for this spectrum (numpy or torch);
         ``None`` gives Tanimoto 0 for every candidate (frequency-only ranking).
     formula
         Formula the candidates were generated for (``chem.Formula`` or Hill string); recorded on each
@@ -350,7 +360,14 @@ def rank_candidates(mols_or_samples: Iterable, predicted_fp, formula=None, top_k
     n_valid
         Denominator of the frequency (default: the number of molecules given).
     frequency_weight
-        Weight of the frequency in the raw score; the Tanimoto gets ``1 - frequency_weight``.
+        Weight of the frequency in the raw score; the Tanimoto gets ``1 - frequency_weight``. Give it or
+        ``ranking``, not both.
+    ranking
+        ``frequency`` (weight 1: DiffMS), ``fingerprint`` (0) or ``combined`` (0.5); default
+        :data:`DEFAULT_RANKING` when neither is given.
+    sources
+        Where each molecule came from (``"sampled"`` or ``"decoded"``), parallel to the molecules; a
+        candidate's ``source`` is ``sampled``, ``decoded`` or ``sampled+decoded``. Default: all sampled.
 
     Returns
     -------
@@ -358,6 +375,13 @@ def rank_candidates(mols_or_samples: Iterable, predicted_fp, formula=None, top_k
         Unique structures (first InChIKey block), best first.
     """
     calibration = calibration or Calibration()
+    if ranking is not None and frequency_weight is not None:
+        raise ValueError("give frequency_weight or ranking, not both")
+    if frequency_weight is None:
+        ranking = DEFAULT_RANKING if ranking is None else ranking
+        if ranking not in RANKINGS:
+            raise ValueError(f"unknown ranking {ranking!r}; choose one of {', '.join(RANKINGS)}")
+        frequency_weight = RANKINGS[ranking]
     if not 0.0 <= frequency_weight <= 1.0:
         raise ValueError("frequency_weight must be in [0, 1]")
     probs = None
@@ -366,7 +390,8 @@ def rank_candidates(mols_or_samples: Iterable, predicted_fp, formula=None, top_k
         probs = np.asarray(probs, dtype=np.float64).ravel()
     groups: dict[str, dict] = {}
     n_mols = 0
-    for item in mols_or_samples:
+    sources = list(sources) if sources is not None else None
+    for index, item in enumerate(mols_or_samples):
         mol = Chem.MolFromSmiles(item) if isinstance(item, str) else item
         if mol is None:
             raise ValueError(f"invalid molecule given to rank_candidates: {item!r}")
@@ -375,10 +400,14 @@ def rank_candidates(mols_or_samples: Iterable, predicted_fp, formula=None, top_k
         if not key:
             raise ValueError(f"no InChIKey for {Chem.MolToSmiles(mol)!r}")
         block = key.split("-")[0]
+        source = sources[index] if sources is not None else "sampled"
         if block in groups:
             groups[block]["count"] += 1
+            groups[block]["sources"].add(source)
         else:
-            groups[block] = {"mol": mol, "inchikey": key, "count": 1, "order": len(groups)}
+            groups[block] = {"mol": mol, "inchikey": key, "count": 1, "order": len(groups), "sources": {source}}
+    if sources is not None and len(sources) != n_mols:
+        raise ValueError(f"{len(sources)} sources for {n_mols} molecules")
     denom = n_valid if n_valid is not None else n_mols
     if groups and (denom is None or denom < n_mols):
         raise ValueError(f"n_valid={n_valid} is smaller than the number of molecules ({n_mols})")
@@ -392,7 +421,8 @@ def rank_candidates(mols_or_samples: Iterable, predicted_fp, formula=None, top_k
         cands.append((raw, g["order"], Candidate(
             smiles=Chem.MolToSmiles(mol, isomericSmiles=False), inchikey=g["inchikey"],
             formula=formula_str or _hill(mol), score=float(calibration(raw)), count=g["count"],
-            tanimoto=tani, frequency=frequency, raw_score=raw)))
+            tanimoto=tani, frequency=frequency, raw_score=raw,
+            source="+".join(s for s in ("sampled", "decoded") if s in g["sources"]))))
     cands.sort(key=lambda c: (-c[0], c[1]))
     ranked = [c[2] for c in cands]
     return ranked if top_k is None else ranked[:top_k]

@@ -52,20 +52,24 @@ class FakeModel:
         b = tokens["types"].shape[0]
         return self.fp.expand(b, -1), torch.zeros(b, self.config.cond_dim)
 
-    def sample(self, atom_types, y, n_samples=100, steps=None, generator=None):
+    def sample(self, atom_types, y, n_samples=100, steps=None, generator=None, return_probs=False):
         if self.fail:
             raise RuntimeError("sampler exploded")
         self.sampled.append((list(atom_types), n_samples, steps))
         n = len(atom_types)
         if list(atom_types) == ["C", "C", "O"]:
             idx = torch.multinomial(self.weights, n_samples, replacement=True, generator=generator)
-            return np.stack([GRAPHS_CCO[i] for i in idx.tolist()])
-        # any other formula: a chain of single bonds (valid, usually the wrong H count for rings etc.)
-        adj = np.zeros((n_samples, n, n), dtype=np.int64)
-        for i in range(n - 1):
-            adj[:, i, i + 1] = adj[:, i + 1, i] = 1
-        torch.rand(1, generator=generator)
-        return adj
+            adj = np.stack([GRAPHS_CCO[i] for i in idx.tolist()])
+        else:
+            # any other formula: a chain of single bonds (valid, usually the wrong H count for rings etc.)
+            adj = np.zeros((n_samples, n, n), dtype=np.int64)
+            for i in range(n - 1):
+                adj[:, i, i + 1] = adj[:, i + 1, i] = 1
+            torch.rand(1, generator=generator)
+        if not return_probs:
+            return adj
+        probs = (0.9 * np.eye(5)[np.clip(adj, 0, 4)] + 0.02).astype(np.float32)   # confident in the sample
+        return adj, probs
 
 
 def make_annotator(model=None, **options):

@@ -5,7 +5,7 @@ State-dict keys are exactly those of the released checkpoints without ``noise_sc
 
 Two calls make a prediction::
 
-    fp, y = model.encode(tokens)                       # (B, 4096) fingerprint probabilities, (B, cond) y
+    fp, y = model.encode(tokens)                       # (B, fp bits) fingerprint probabilities, (B, cond) y
     adj = model.sample(atom_types, y[0], n_samples=..) # (n_samples, n, n) bond classes 0..4
 
 Sampling speed (benchmarks/README.md): all samples of a spectrum form one batch of identical graphs (no
@@ -111,11 +111,12 @@ class DiffMS(nn.Module):
     def encode(self, tokens: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode a collated token batch (``model.tokens.collate``).
 
-        Returns the predicted fingerprint probabilities p4096 (B, 4096) and the decoder's
-        conditioning vector y = merge(p4096) (B, cond_dim).
+        Returns the predicted fingerprint probabilities (B, fp bits: ``config.fp_sizes[-1]``, 2048 for the
+        default weights, 4096 for the official checkpoints) and the decoder's conditioning vector
+        y = merge(fp) (B, cond_dim).
         """
         out = self.encoder(tokens)
-        fp = out["fp"]                                   # (B, 4096)
+        fp = out["fp"]                                   # (B, fp bits)
         return fp, self.merge_function(fp)               # (B, cond_dim)
 
     # ---------------------------------------------------------------- y -> graphs
@@ -133,7 +134,8 @@ class DiffMS(nn.Module):
     @torch.inference_mode()
     def sample(self, atom_types: list[str], y: torch.Tensor, n_samples: int = 100,
                steps: int | None = None, generator: torch.Generator | None = None,
-               early_stop: EarlyStop | None = None, fast: bool | None = None) -> np.ndarray:
+               early_stop: EarlyStop | None = None, fast: bool | None = None,
+               return_probs: bool = False):
         """Sample ``n_samples`` bond matrices for the fixed heavy atoms ``atom_types``.
 
         All samples of the spectrum run as one batch of identical graphs (no padding).
@@ -143,7 +145,10 @@ class DiffMS(nn.Module):
         stopped (or None) is kept in ``self.last_stop``. ``fast=False`` forces the (slower, bit-identical)
         reference path.
         Returns an int array (n_samples, n, n) of bond classes (0 none .. 4 aromatic), symmetric,
-        zero diagonal.
+        zero diagonal; with ``return_probs`` also the float32 array (n_samples, n, n, 5) of the class
+        probabilities the last draw used. The last step goes to s = 0, where the posterior is the denoiser's
+        clean-graph estimate p(e_0) (after an early stop: that estimate), the input of
+        ``chem.decoding.decode_formula_exact``.
         """
         n = len(atom_types)
         steps = steps or self.config.diffusion_steps
@@ -151,11 +156,13 @@ class DiffMS(nn.Module):
         node_mask = torch.ones(n_samples, n, dtype=torch.bool, device=X.device)        # (S, n)
         y = y.reshape(1, -1).to(X.device).expand(n_samples, -1)                        # (S, cond)
         monitor = early_stop.monitor(atom_types, steps) if early_stop is not None else None
-        E = reverse_sample(self, X, node_mask, y, steps=steps, generator=generator, fast=fast,
-                           monitor=monitor)                                            # (S, n, n) int
+        E, probs = reverse_sample(self, X, node_mask, y, steps=steps, generator=generator, fast=fast,
+                                  monitor=monitor, return_probs=True)                  # (S, n, n), (S, n, n, K)
         self.last_stop = monitor.stopped_at if monitor is not None else None
         if self.last_stop is not None:
             logger.debug("early stop after %d of %d steps", self.last_stop + 1, steps)
+        if return_probs:
+            return E.cpu().numpy(), probs.float().cpu().numpy()
         return E.cpu().numpy()
 
     @torch.inference_mode()
