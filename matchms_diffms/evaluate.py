@@ -19,8 +19,11 @@ formula_match       predictions whose molecular formula (RDKit, H included) equa
                     predictions (pooled; invalid predictions do not match)
 ==================  =============================================================================================
 
-Spectrum metrics are averaged over spectra (no bootstrap here). The chemistry is done with RDKit directly, not
-with ``matchms_diffms.chem``, so that the harness stays independent of the code it evaluates.
+Spectrum metrics are averaged over spectra; :func:`evaluate_file` adds percentile bootstrap 95 % intervals
+(resampling spectra) and paired differences to baselines. DiffMS's own variant (InChI match, tautomer-canonical
+Tanimoto, MCES at threshold 100: :func:`diffms_spectrum_metrics`) is reported beside it. The chemistry is done
+with RDKit directly, not with ``matchms_diffms.chem``, so that the harness stays independent of the code it
+evaluates (the random baselines use ``chem.decoding``).
 
 Also here: :func:`random_formula_baseline` (random valid molecules with a given formula), :func:`evaluate_file`
 (run an annotator or the baseline over a labelled file) and the ``evaluate`` command of ``matchms-diffms``
@@ -45,6 +48,7 @@ from .chem.formula import Formula
 from .files import atomic_write_text, plain_value
 from .hookspecs import hookimpl
 from .metadata import read_candidates, status_code
+from .ranking import DEFAULT_RANKING, RANKINGS
 
 logger = logging.getLogger("matchms.diffms")
 
@@ -54,6 +58,9 @@ MCES_SOLVER = "PULP_CBC_CMD"  # bundled with pulp; myopic-mces' default COIN_CMD
 TANIMOTO_RADIUS = 2
 TANIMOTO_BITS = 2048
 RANDOM_BASELINE = "random-formula"
+RANKED_BASELINE = "random-formula-ranked"
+BASELINES = (RANDOM_BASELINE, RANKED_BASELINE)
+DIFFMS_MCES_THRESHOLD = 100  # DiffMS's notebook: exact distances up to 100, always_stronger_bound=False
 
 METRIC_KEYS = ("top1_accuracy", "top10_accuracy", "top1_mces", "top10_mces", "top1_tanimoto",
                "top10_tanimoto", "validity", "formula_match", "n_spectra", "seconds_per_spectrum")
@@ -112,6 +119,8 @@ class MCESCache:
     time_limit
         Optional solver time limit in seconds (``None``: no limit, as in MassSpecGym). With a limit a hard pair
         may give an upper bound (or the filter's lower bound) instead of the exact distance.
+    always_stronger_bound
+        MassSpecGym: True; DiffMS's notebook: False (with threshold 100).
 
     Notes
     -----
@@ -120,8 +129,9 @@ class MCESCache:
     """
 
     def __init__(self, threshold: float = MCES_THRESHOLD, solver: str = MCES_SOLVER,
-                 time_limit: float | None = None):
+                 time_limit: float | None = None, always_stronger_bound: bool = True):
         self.threshold = threshold
+        self.always_stronger_bound = always_stronger_bound
         self.solver = solver
         self.solver_options = {"msg": 0}
         if time_limit is not None:
@@ -147,7 +157,8 @@ class MCESCache:
                 warnings.filterwarnings("ignore", message="PULP_CBC_CMD is deprecated", category=DeprecationWarning)
                 # positional arguments: the keyword names changed between myopic-mces 1.0 and 1.3
                 try:
-                    result = MCES(true_smiles, pred_smiles, self.threshold, 0, self.solver, self.solver_options)
+                    result = MCES(true_smiles, pred_smiles, self.threshold, 0, self.solver, self.solver_options,
+                                  False, self.always_stronger_bound)
                 except Exception as err:  # noqa: BLE001 -- one odd molecule must not end a long evaluation
                     logger.warning("MCES(%s, %s) failed (%s: %s); counted as %s (like an invalid prediction)",
                                    true_smiles, pred_smiles, type(err).__name__, err, MCES_MISSING)
@@ -270,6 +281,69 @@ def aggregate(per_spectrum: Sequence[dict], seconds_per_spectrum: float | None =
     return out
 
 
+def _diffms_canonical(mol: Chem.Mol) -> Chem.Mol:
+    """Tautomer-canonical molecule (RDKit ``TautomerEnumerator.Canonicalize``), as DiffMS's notebook uses."""
+    from rdkit.Chem.MolStandardize import rdMolStandardize
+
+    global _TAUTOMERS
+    if _TAUTOMERS is None:
+        _TAUTOMERS = rdMolStandardize.TautomerEnumerator()
+    blocker = rdBase.BlockLogs()  # noqa: F841
+    try:
+        return _TAUTOMERS.Canonicalize(mol)
+    except (RuntimeError, ValueError):
+        return mol
+
+
+_TAUTOMERS = None
+
+
+def diffms_spectrum_metrics(true_smiles: str, predictions: Sequence[str | None], ks: Sequence[int] = (1, 10),
+                            mces: MCESCache | None = None) -> dict:
+    """DiffMS's metric variant of one spectrum (evaluation.md section 1.2 b: the paper's tables).
+
+    ``top{k}_accuracy``: the true molecule's standard InChI (non-isomeric) is among the InChIs of the first k
+    predictions; ``top{k}_tanimoto``: max Tanimoto (Morgan r2, 2048 bits) with both sides tautomer-canonical;
+    ``top{k}_mces`` (only with ``mces``, which should have threshold 100 and ``always_stronger_bound=False``):
+    min MCES between tautomer-canonical SMILES, a failing pair counts #bonds(true) + #bonds(pred), starting
+    value 100. The candidate list is the one given (DiffMS ranks by frequency: ``--ranking frequency``).
+    """
+    true_mol = parse_smiles(true_smiles)
+    if true_mol is None:
+        raise ValueError(f"true SMILES does not parse: {true_smiles!r}")
+    flat = Chem.MolFromSmiles(Chem.MolToSmiles(true_mol, isomericSmiles=False))
+    blocker = rdBase.BlockLogs()  # noqa: F841
+    true_inchi = Chem.MolToInchi(flat)
+    true_canon = _diffms_canonical(flat)
+    true_fp = morgan_bits(true_canon)
+    true_canon_smiles = Chem.MolToSmiles(true_canon)
+    k_max = max(ks)
+    matches, tanimotos, distances = [], [], []
+    for smiles in list(predictions)[:k_max]:
+        mol = parse_smiles(smiles)
+        if mol is None:
+            matches.append(False)
+            tanimotos.append(0.0)
+            distances.append(100.0)
+            continue
+        matches.append(bool(true_inchi) and Chem.MolToInchi(mol) == true_inchi)
+        canon = _diffms_canonical(mol)
+        tanimotos.append(DataStructs.TanimotoSimilarity(true_fp, morgan_bits(canon)))
+        if mces is not None:
+            errors = mces.n_errors
+            d = mces(true_canon_smiles, Chem.MolToSmiles(canon))
+            if mces.n_errors > errors:        # DiffMS's fallback for a failing pair
+                d = float(true_canon.GetNumBonds() + canon.GetNumBonds())
+            distances.append(d)
+    out = {}
+    for k in ks:
+        out[f"top{k}_accuracy"] = float(any(matches[:k]))
+        out[f"top{k}_tanimoto"] = float(max(tanimotos[:k], default=0.0))
+        if mces is not None:
+            out[f"top{k}_mces"] = float(min(distances[:k], default=100.0))
+    return out
+
+
 def evaluate_predictions(true_smiles: Sequence[str], predictions: Sequence[Sequence[str | None]], *,
                          ks: Sequence[int] = (1, 10), compute_mces: bool = True,
                          mces: MCESCache | None = None, seconds_per_spectrum: float | None = None) -> dict:
@@ -280,6 +354,28 @@ def evaluate_predictions(true_smiles: Sequence[str], predictions: Sequence[Seque
         mces = MCESCache()
     per = [spectrum_metrics(t, p, ks, mces if compute_mces else None) for t, p in zip(true_smiles, predictions)]
     return aggregate(per, seconds_per_spectrum, ks)
+
+
+# ----------------------------------------------------------------------------------------------- intervals
+INTERVAL_METRICS = ("top1_accuracy", "top10_accuracy", "top1_mces", "top10_mces", "top1_tanimoto", "top10_tanimoto")
+
+
+def metric_intervals(per_spectrum: Sequence[dict], keys: Sequence[str] = INTERVAL_METRICS, **options) -> dict:
+    """``{metric: stats.bootstrap_mean(...)}`` (mean and bootstrap 95 % interval over spectra) for every key
+    present in all per-spectrum dicts."""
+    from .stats import bootstrap_mean
+
+    return {k: bootstrap_mean([m[k] for m in per_spectrum], **options)
+            for k in keys if per_spectrum and all(k in m for m in per_spectrum)}
+
+
+def paired_differences(per_a: Sequence[dict], per_b: Sequence[dict], keys: Sequence[str] = INTERVAL_METRICS,
+                       **options) -> dict:
+    """``{metric: stats.paired_difference(a, b)}`` (a minus b, same spectra) for every key present in both."""
+    from .stats import paired_difference
+
+    return {k: paired_difference([m[k] for m in per_a], [m[k] for m in per_b], **options)
+            for k in keys if per_a and all(k in m for m in per_a) and all(k in m for m in per_b)}
 
 
 # ----------------------------------------------------------------------------------------------- baseline
@@ -344,14 +440,19 @@ def _first_block(inchikey) -> str | None:
     return None
 
 
-def _candidate_smiles(spectrum) -> list[str | None]:
-    """Ranked SMILES of ``diffms_candidates`` (a list of dicts, or its JSON string)."""
+def _candidates(spectrum) -> list:
+    """``diffms_candidates`` of a spectrum (a list of dicts, or its JSON string)."""
     candidates = spectrum.get("diffms_candidates")
     if candidates is None:
         return []
     if isinstance(candidates, str):
         candidates = json.loads(candidates) if candidates.strip() else []
-    return [c.get("smiles") if isinstance(c, dict) else None for c in candidates]
+    return list(candidates)
+
+
+def _candidate_smiles(spectrum) -> list[str | None]:
+    """Ranked SMILES of ``diffms_candidates``."""
+    return [c.get("smiles") if isinstance(c, dict) else None for c in _candidates(spectrum)]
 
 
 def load_labelled_spectra(path, *, one_per_structure: bool = True, limit: int | None = None,
@@ -402,21 +503,24 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
                   top_k: int = 10, seed: int | None = 0, one_per_structure: bool = True,
                   limit: int | None = None, compute_mces: bool = True, mces_time_limit: float | None = None,
                   details: list | None = None, ionmode: str | None = None, complete: bool = True,
-                  workers: int = 1) -> dict:
-    """Annotate the labelled spectra of ``path`` and compute the MassSpecGym metrics.
+                  workers: int = 1, ranking: str | None = None, baselines: Sequence[str] = (),
+                  diffms_variant: bool = True, diffms_mces: bool = False) -> dict:
+    """Annotate the labelled spectra of ``path`` and compute the MassSpecGym metrics (and the baselines').
 
     Parameters
     ----------
     path
         Labelled spectra (MGF with ``smiles`` metadata, MassSpecGym TSV or MIST folder).
     weights
-        Weights name or path for :class:`matchms_diffms.annotator.DiffMSAnnotator`, or ``"random-formula"``
-        for :func:`random_formula_baseline` with the true (metadata) formula.
+        Weights name or path for :class:`matchms_diffms.annotator.DiffMSAnnotator`, or a baseline name
+        (:data:`BASELINES`): ``random-formula`` (:func:`random_formula_baseline` with the true formula) or
+        ``random-formula-ranked`` (``n_samples`` random formula-exact molecules per spectrum ranked with the
+        default weights' encoder fingerprint, :class:`RandomStructureAnnotator`).
     n_samples, steps, top_k, seed
-        Annotator settings (``top_k`` is also the number of baseline molecules). Spectrum ``i`` of the baseline
-        uses seed ``seed + i``.
+        Annotator settings (``top_k`` is also the number of baseline molecules). Spectrum ``i`` of the
+        ``random-formula`` baseline uses seed ``seed + i``.
     one_per_structure, limit
-        See :func:`load_labelled_spectra`.
+        See :func:`load_labelled_spectra` (one spectrum per structure by default).
     compute_mces, mces_time_limit
         Skip MCES (slow) / solver time limit per pair.
     details
@@ -426,65 +530,161 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
         MCES metric of interleaved parts. Every spectrum is seeded from its identity, so the predictions and
         metrics do not depend on ``workers``; ``seconds_per_spectrum`` is the annotation's wall time divided
         by the number of spectra, ``mces_seconds`` the summed solver time of all processes.
+    ranking
+        Candidate ranking of the annotator (and of ``random-formula-ranked``); default the annotator's.
+    baselines
+        Baselines evaluated on the same spectra (with ``weights`` as the encoder of ``random-formula-ranked``);
+        the result gets their metrics under ``baselines`` and the paired differences model minus baseline,
+        with bootstrap intervals, under ``paired``.
+    diffms_variant, diffms_mces
+        Also compute DiffMS's metric variant (:func:`diffms_spectrum_metrics`: InChI match and tautomer-
+        canonical Tanimoto; with ``diffms_mces`` also its MCES at threshold 100, which is slow).
 
     Returns
     -------
     dict
-        :func:`aggregate` output plus ``weights``, ``n_samples``, ``steps``, ``top_k``, ``seed``, ``file``,
-        ``mces_seconds``.
+        :func:`aggregate` output of ``weights`` plus ``intervals`` (bootstrap 95 % intervals), ``diffms``
+        (the DiffMS variant with intervals), ``weights``, ``weights_sha256``, ``decoded_share``, settings,
+        ``mces_seconds``; ``baselines`` and ``paired`` when baselines were given.
     """
     spectra = load_labelled_spectra(path, one_per_structure=one_per_structure, limit=limit, ionmode=ionmode)
-    start = time.perf_counter()
-    if weights == RANDOM_BASELINE:
-        base = 0 if seed is None else seed
-        predictions = [random_formula_baseline(_true_formula(s), top_k, seed=base + i)
-                       for i, s in enumerate(spectra)]
-        annotated = spectra
-    else:
-        from .annotator import DiffMSAnnotator
-
-        options = dict(n_samples=n_samples, steps=steps, top_k=top_k, seed=seed, complete=complete)
-        if workers > 1 and len(spectra) > 1:
-            annotated = _annotate_in_processes(weights, options, spectra, workers)
-        else:
-            annotator = DiffMSAnnotator.from_pretrained(weights, **options)
-            annotated = list(annotator.annotate_many(spectra))
-        predictions = [_candidate_smiles(s) for s in annotated]
-    seconds = (time.perf_counter() - start) / len(spectra) if spectra else None
-
+    options = dict(n_samples=n_samples, steps=steps, top_k=top_k, seed=seed, complete=complete)
+    if ranking is not None:
+        options["ranking"] = ranking
     mces = MCESCache(time_limit=mces_time_limit) if compute_mces else None
-    pairs = [(spectrum.get("smiles"), list(preds)) for spectrum, preds in zip(annotated, predictions)]
-    if workers > 1 and compute_mces and len(pairs) > 1:
-        per = _metrics_in_processes(pairs, workers, mces)
-    else:
-        per = [spectrum_metrics(true, preds, (1, 10), mces) for true, preds in pairs]
-    for spectrum, preds, metrics in zip(annotated, predictions, per):
-        if details is not None:
+    mces100 = MCESCache(threshold=DIFFMS_MCES_THRESHOLD, always_stronger_bound=False,
+                        time_limit=mces_time_limit) if diffms_mces else None
+    systems = [weights] + [b for b in baselines if b != weights]
+    encoder = weights if weights not in BASELINES else "default"
+    runs = {name: _run_system(name, spectra, options, encoder, workers, mces, mces100 if diffms_variant else None,
+                              diffms_variant, seed) for name in systems}
+    result = _summary(runs[weights], top_k)
+    if details is not None:
+        for spectrum, preds, metrics in zip(runs[weights]["annotated"], runs[weights]["predictions"],
+                                            runs[weights]["per"]):
             details.append({"id": spectrum.get("spectrum_id") or spectrum.get("title"),
                             "smiles": spectrum.get("smiles"), "status": spectrum.get("diffms_status"),
                             "predictions": list(preds), **metrics})
-    result = aggregate(per, seconds)
-    result.update(weights=weights, n_samples=None if weights == RANDOM_BASELINE else n_samples, steps=steps,
+    if len(systems) > 1:
+        result["baselines"] = {name: _summary(runs[name], top_k) for name in systems[1:]}
+        result["paired"] = {f"{weights} - {name}": paired_differences(runs[weights]["per"], runs[name]["per"],
+                                                                      keys=_interval_keys(runs[weights]["per"]))
+                            for name in systems[1:]}
+    result.update(weights=weights, weights_sha256=runs[weights]["sha256"],
+                  n_samples=None if weights == RANDOM_BASELINE else n_samples, steps=steps,
                   top_k=top_k, seed=seed, one_per_structure=one_per_structure, ionmode=ionmode,
-                  complete=complete if weights != RANDOM_BASELINE else None, file=str(path),
+                  complete=complete if weights not in BASELINES else None, ranking=runs[weights]["ranking"],
+                  file=str(path),
                   mces_seconds=mces.seconds if mces is not None else None,
                   mces_solver=mces.solver if mces is not None else None,
                   mces_errors=mces.n_errors if mces is not None else None)
-    if weights != RANDOM_BASELINE:
-        statuses = Counter(status_code(s.get("diffms_status")) for s in annotated)
-        result["status_counts"] = dict(statuses)
+    if mces100 is not None:
+        result["diffms_mces_seconds"] = mces100.seconds
     return result
 
 
-def _annotate_part(spectra: list, weights: str, options: dict) -> list:
-    """Worker process: annotate ``spectra`` in order with one torch thread."""
-    import torch
+def _interval_keys(per: list) -> list[str]:
+    keys = list(INTERVAL_METRICS) + [f"diffms_{k}" for k in INTERVAL_METRICS]
+    return [k for k in keys if per and all(k in m for m in per)]
 
+
+def _summary(run: dict, top_k: int) -> dict:
+    """Aggregate metrics of one system with intervals, the DiffMS variant, statuses and candidate sources."""
+    per = run["per"]
+    out = aggregate(per, run["seconds"])
+    out["intervals"] = metric_intervals(per, keys=[k for k in _interval_keys(per) if not k.startswith("diffms_")])
+    diffms_keys = [k for k in _interval_keys(per) if k.startswith("diffms_")]
+    if diffms_keys:
+        out["diffms"] = {k[len("diffms_"):]: v for k, v in metric_intervals(per, keys=diffms_keys).items()}
+    if run["sources"] is not None:
+        sources = Counter(run["sources"])
+        total = sum(sources.values())
+        out["candidate_sources"] = dict(sources)
+        out["decoded_share"] = sources.get("decoded", 0) / total if total else None
+        statuses = Counter(status_code(s.get("diffms_status")) for s in run["annotated"])
+        out["status_counts"] = dict(statuses)
+    return out
+
+
+def _run_system(name: str, spectra: list, options: dict, encoder: str, workers: int, mces, mces100,
+                diffms_variant: bool, seed) -> dict:
+    """Predictions and per-spectrum metrics of the model ``name`` or of a baseline on ``spectra``."""
+    start = time.perf_counter()
+    sha256 = ranking = sources = None
+    if name == RANDOM_BASELINE:
+        base = 0 if seed is None else seed
+        predictions = [random_formula_baseline(_true_formula(s), options["top_k"], seed=base + i)
+                       for i, s in enumerate(spectra)]
+        annotated = spectra
+    else:
+        kind = "random-ranked" if name == RANKED_BASELINE else "model"
+        weights = encoder if kind == "random-ranked" else name
+        if workers > 1 and len(spectra) > 1:
+            annotated, sha256 = _annotate_in_processes(weights, options, spectra, workers, kind)
+        else:
+            annotated, sha256 = _annotate_part(spectra, weights, options, kind, threads=None)
+        predictions = [_candidate_smiles(s) for s in annotated]
+        sources = [c.get("source", "sampled") for s in annotated for c in _candidates(s)]
+        ranking = options.get("ranking")
+        if ranking is None:
+            from .ranking import DEFAULT_RANKING
+
+            ranking = DEFAULT_RANKING
+    seconds = (time.perf_counter() - start) / len(spectra) if spectra else None
+    pairs = [(spectrum.get("smiles"), list(preds)) for spectrum, preds in zip(annotated, predictions)]
+    if workers > 1 and mces is not None and len(pairs) > 1:
+        per = _metrics_in_processes(pairs, workers, mces, mces100, diffms_variant)
+    else:
+        per = [_all_metrics(true, preds, mces, mces100, diffms_variant) for true, preds in pairs]
+    return {"annotated": annotated, "predictions": predictions, "per": per, "seconds": seconds,
+            "sha256": sha256, "ranking": ranking, "sources": sources}
+
+
+def _all_metrics(true: str, preds: list, mces, mces100, diffms_variant: bool) -> dict:
+    out = spectrum_metrics(true, preds, (1, 10), mces)
+    if diffms_variant:
+        out.update({f"diffms_{k}": v for k, v in diffms_spectrum_metrics(true, preds, (1, 10), mces100).items()})
+    return out
+
+
+def _annotator_class(kind: str):
     from .annotator import DiffMSAnnotator
 
-    torch.set_num_threads(1)
-    annotator = DiffMSAnnotator.from_pretrained(weights, **options)
-    return list(annotator.annotate_many(spectra))
+    if kind == "model":
+        return DiffMSAnnotator
+    if kind == "random-ranked":
+        return _random_structure_annotator(DiffMSAnnotator)
+    raise ValueError(f"unknown annotator kind {kind!r}")
+
+
+def _random_structure_annotator(base):
+    class RandomStructures(base):
+        """The model's encoder fingerprint and ranking, with random formula-exact molecules instead of the
+        decoder's samples: the ``random-formula-ranked`` baseline."""
+
+        def _generate(self, atoms, y, formula, generator):
+            from .chem.decoding import random_formula_molecule
+
+            import torch
+
+            rng = random.Random(int(torch.randint(0, 2 ** 62, (1,), generator=generator)))
+            mols = [m for m in (random_formula_molecule(formula, rng) for _ in range(self.n_samples))
+                    if m is not None]
+            return mols, mols, ["random"] * len(mols)
+
+    return RandomStructures
+
+
+def _annotate_part(spectra: list, weights: str, options: dict, kind: str = "model",
+                   threads: int | None = 1) -> tuple[list, str | None]:
+    """Annotate ``spectra`` in order (worker processes: one torch thread) with the model or a ranked baseline;
+    also returns the sha256 of the weights' tensors (as verified when they were loaded)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    annotator = _annotator_class(kind).from_pretrained(weights, **options)
+    return list(annotator.annotate_many(spectra)), getattr(annotator, "info", {}).get("sha256")
 
 
 def _in_processes(function, parts: list, *args) -> list:
@@ -496,33 +696,39 @@ def _in_processes(function, parts: list, *args) -> list:
         return [f.result() for f in [pool.submit(function, part, *args) for part in parts]]
 
 
-def _annotate_in_processes(weights: str, options: dict, spectra: list, workers: int) -> list:
+def _annotate_in_processes(weights: str, options: dict, spectra: list, workers: int, kind: str = "model") -> list:
     """Annotate contiguous parts of ``spectra`` in ``workers`` spawned processes; results in input order."""
     n = min(workers, len(spectra))
     bounds = [round(i * len(spectra) / n) for i in range(n + 1)]
     parts = [spectra[a:b] for a, b in zip(bounds, bounds[1:])]
-    return [spectrum for part in _in_processes(_annotate_part, parts, weights, options) for spectrum in part]
+    results = _in_processes(_annotate_part, parts, weights, options, kind)
+    return [spectrum for part, _ in results for spectrum in part], results[0][1]
 
 
-def _metrics_part(pairs: list, time_limit: float | None) -> tuple[list, float, int, int]:
-    """Worker process: metrics of ``(true_smiles, predictions)`` pairs with its own MCES cache."""
+def _metrics_part(pairs: list, time_limit: float | None, diffms_mces: bool, diffms_variant: bool) -> tuple:
+    """Worker process: metrics of ``(true_smiles, predictions)`` pairs with its own MCES caches."""
     mces = MCESCache(time_limit=time_limit)
-    per = [spectrum_metrics(true, preds, (1, 10), mces) for true, preds in pairs]
-    return per, mces.seconds, mces.n_errors, mces.n_computed
+    mces100 = MCESCache(threshold=DIFFMS_MCES_THRESHOLD, always_stronger_bound=False,
+                        time_limit=time_limit) if diffms_mces else None
+    per = [_all_metrics(true, preds, mces, mces100, diffms_variant) for true, preds in pairs]
+    return per, [(c.seconds, c.n_errors, c.n_computed) for c in (mces, mces100) if c is not None]
 
 
-def _metrics_in_processes(pairs: list, workers: int, mces: MCESCache) -> list:
-    """Per-spectrum metrics (MCES is the slow part) from ``workers`` processes; counters added to ``mces``."""
+def _metrics_in_processes(pairs: list, workers: int, mces: MCESCache, mces100: MCESCache | None = None,
+                          diffms_variant: bool = False) -> list:
+    """Per-spectrum metrics (MCES is the slow part) from ``workers`` processes; counters added to the caches."""
     n = min(workers, len(pairs))
     # interleaved parts: the hard (large) molecules are not all in one part
     parts = [pairs[i::n] for i in range(n)]
-    results = _in_processes(_metrics_part, parts, mces.solver_options.get("timeLimit"))
+    results = _in_processes(_metrics_part, parts, mces.solver_options.get("timeLimit"), mces100 is not None,
+                            diffms_variant)
     per: list = [None] * len(pairs)
-    for i, (part, seconds, errors, computed) in enumerate(results):
+    for i, (part, counters) in enumerate(results):
         per[i::n] = part
-        mces.seconds += seconds
-        mces.n_errors += errors
-        mces.n_computed += computed
+        for cache, (seconds, errors, computed) in zip([c for c in (mces, mces100) if c is not None], counters):
+            cache.seconds += seconds
+            cache.n_errors += errors
+            cache.n_computed += computed
     return per
 
 
@@ -537,19 +743,31 @@ def _write_json(data: dict, path: Path) -> None:
 @click.command("evaluate")
 @click.argument("file", type=click.Path(exists=True))
 @click.option("--weights", "-w", default="default", show_default=True,
-              help=f"Weights name or path, or '{RANDOM_BASELINE}' for the random-molecule baseline.")
+              help=f"Weights name or path, or a baseline alone: '{RANDOM_BASELINE}' (random formula-exact molecules) "
+                   f"or '{RANKED_BASELINE}' (random formula-exact molecules ranked by the default weights' encoder).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Metrics JSON to write.")
 @click.option("--samples", "n_samples", default=100, show_default=True, type=click.IntRange(1),
-              help="Diffusion samples per spectrum.")
+              help="Diffusion samples per spectrum (random molecules per spectrum for the ranked baseline).")
 @click.option("--steps", default=None, type=click.IntRange(1), help="Denoising steps (default: the model's).")
 @click.option("--top-k", default=10, show_default=True, type=click.IntRange(1), help="Candidates kept.")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Evaluate only the first N spectra.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
-@click.option("--all-spectra", is_flag=True, help="Keep every spectrum, not one per structure.")
+@click.option("--all-spectra", is_flag=True,
+              help="Keep every spectrum. Default: one spectrum per structure (the first of each 2D InChIKey), "
+                   "so that structures with many spectra do not dominate.")
 @click.option("--no-mces", is_flag=True, help="Skip the (slow) MCES metric.")
 @click.option("--complete/--no-complete", default=True, show_default=True,
-              help="Complete unusable samples into formula-exact molecules (see 'annotate --help').")
+              help="Constrained decoding of unusable samples (see 'annotate --help').")
+@click.option("--ranking", type=click.Choice(sorted(RANKINGS)), default=None,
+              help=f"Candidate ranking (default: {DEFAULT_RANKING}; 'frequency' is DiffMS's).")
+@click.option("--baseline", "baselines", multiple=True, type=click.Choice(BASELINES),
+              default=BASELINES, show_default=True,
+              help="Baselines evaluated on the same spectra, with paired differences (repeatable).")
+@click.option("--no-baselines", is_flag=True, help="Evaluate the weights only.")
+@click.option("--diffms-mces", is_flag=True,
+              help="Also DiffMS's MCES variant (threshold 100, tautomer-canonical; slow). Its InChI accuracy and "
+                   "tautomer-canonical Tanimoto are always reported (under 'diffms').")
 @click.option("--ionmode", type=click.Choice(["positive", "negative"]), default=None,
               help="Evaluate only spectra of this polarity.")
 @click.option("--details", type=click.Path(dir_okay=False), default=None,
@@ -559,8 +777,11 @@ def _write_json(data: dict, path: Path) -> None:
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="torch threads of this process when --workers is 1 (default: torch's choice).")
 def evaluate_command(file, weights, output, n_samples, steps, top_k, limit, seed, all_spectra, no_mces, complete,
-                     ionmode, details, workers, threads):
-    """Evaluate de novo annotation of the labelled spectra in FILE (MassSpecGym metrics)."""
+                     ranking, baselines, no_baselines, diffms_mces, ionmode, details, workers, threads):
+    """Evaluate de novo annotation of the labelled spectra in FILE (MassSpecGym metrics with bootstrap 95 %
+    intervals, DiffMS's variant, and both random baselines with paired differences).
+
+    One spectrum per structure is kept unless --all-spectra is given."""
     if threads:
         import torch
 
@@ -568,14 +789,36 @@ def evaluate_command(file, weights, output, n_samples, steps, top_k, limit, seed
     rows: list | None = [] if details else None
     result = evaluate_file(file, weights=weights, n_samples=n_samples, steps=steps, top_k=top_k, seed=seed,
                            one_per_structure=not all_spectra, limit=limit, compute_mces=not no_mces,
-                           details=rows, ionmode=ionmode, complete=complete, workers=workers)
+                           details=rows, ionmode=ionmode, complete=complete, workers=workers, ranking=ranking,
+                           baselines=() if no_baselines else baselines, diffms_mces=diffms_mces)
     result.update(workers=workers, threads=threads)
     _write_json(result, Path(output))
     if details:
         _write_json({"metrics": result, "spectra": rows}, Path(details))
+    _echo_summary(result)
+
+
+def _fmt(interval: dict) -> str:
+    if interval.get("low") is None:
+        return f"{interval['mean']:.4f}"
+    return f"{interval['mean']:.4f} [{interval['low']:.4f}, {interval['high']:.4f}]"
+
+
+def _echo_summary(result: dict) -> None:
+    click.echo(f"{result['weights']} (sha256 {str(result.get('weights_sha256'))[:12]}), "
+               f"{result['n_spectra']} spectra, ranking {result.get('ranking')}")
     for key in METRIC_KEYS:
-        if key in result:
+        if key in result.get("intervals", {}):
+            click.echo(f"{key:22s} {_fmt(result['intervals'][key])}")
+        elif key in result:
             click.echo(f"{key:22s} {result[key]}")
+    if result.get("decoded_share") is not None:
+        click.echo(f"{'decoded_share':22s} {result['decoded_share']:.4f}")
+    for key, value in result.get("diffms", {}).items():
+        click.echo(f"{'diffms ' + key:22s} {_fmt(value)}")
+    for name, diffs in result.get("paired", {}).items():
+        for key, value in diffs.items():
+            click.echo(f"{name + ': ' + key:50s} {_fmt(value)}")
 
 
 def calibration_pairs(spectra) -> tuple[list[float], list[bool]]:

@@ -40,6 +40,7 @@ logger = logging.getLogger("matchms.diffms")
 FREQUENCY_WEIGHT = 0.5
 RANKINGS = {"frequency": 1.0, "fingerprint": 0.0, "combined": FREQUENCY_WEIGHT}   # ranking -> frequency weight
 DEFAULT_RANKING = "combined"
+_SOURCE_ORDER = {"sampled": 0, "decoded": 1}
 FP_BITS = 4096             # default length of morgan_bits; ranking uses the encoder's length
 FP_RADIUS = 2
 CALIBRATION_FILE = "calibration.json"
@@ -366,8 +367,9 @@ def rank_candidates(mols_or_samples: Iterable, predicted_fp, formula=None, top_k
         ``frequency`` (weight 1: DiffMS), ``fingerprint`` (0) or ``combined`` (0.5); default
         :data:`DEFAULT_RANKING` when neither is given.
     sources
-        Where each molecule came from (``"sampled"`` or ``"decoded"``), parallel to the molecules; a
-        candidate's ``source`` is ``sampled``, ``decoded`` or ``sampled+decoded``. Default: all sampled.
+        Where each molecule came from (``"sampled"``, ``"decoded"``; baselines use others, e.g. ``"random"``),
+        parallel to the molecules; a candidate's ``source`` joins those of its molecules with ``+``
+        (``sampled+decoded``). Default: all sampled.
 
     Returns
     -------
@@ -422,7 +424,7 @@ def rank_candidates(mols_or_samples: Iterable, predicted_fp, formula=None, top_k
             smiles=Chem.MolToSmiles(mol, isomericSmiles=False), inchikey=g["inchikey"],
             formula=formula_str or _hill(mol), score=float(calibration(raw)), count=g["count"],
             tanimoto=tani, frequency=frequency, raw_score=raw,
-            source="+".join(s for s in ("sampled", "decoded") if s in g["sources"]))))
+            source="+".join(sorted(g["sources"], key=lambda s: (_SOURCE_ORDER.get(s, 2), s))))))
     cands.sort(key=lambda c: (-c[0], c[1]))
     ranked = [c[2] for c in cands]
     return ranked if top_k is None else ranked[:top_k]

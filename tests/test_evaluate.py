@@ -269,3 +269,37 @@ def test_evaluate_workers_give_the_same_predictions(tmp_path):
     assert {k: one.get(k) for k in keys} == {k: two.get(k) for k in keys}
     assert one["top10_mces"] is not None and one["mces_errors"] == two["mces_errors"] == 0
     assert [r["top10_mces"] for r in rows1] == [r["top10_mces"] for r in rows2]
+
+
+def test_evaluate_with_both_baselines_intervals_and_diffms_variant(tmp_path):
+    """The metrics JSON carries intervals, the DiffMS variant, the weights' sha256, the share of decoded
+    candidates, and both baselines with paired differences on the same spectra."""
+    from reliability_helpers import make_tiny_weights
+
+    from matchms_diffms.weights import sha256_file
+
+    weights = make_tiny_weights(tmp_path / "tiny")
+    res = ev.evaluate_file(FIXTURES / "massbank_small.mgf", weights=str(weights), n_samples=6, steps=4, top_k=3,
+                           seed=2, compute_mces=False, baselines=ev.BASELINES, ranking="fingerprint")
+    assert res["weights_sha256"] == sha256_file(weights / "model.safetensors")
+    assert res["ranking"] == "fingerprint"
+    iv = res["intervals"]["top10_tanimoto"]
+    assert iv["n"] == 3 and iv["low"] <= iv["mean"] <= iv["high"]
+    assert iv["mean"] == pytest.approx(res["top10_tanimoto"])
+    assert set(res["diffms"]) >= {"top1_accuracy", "top10_tanimoto"}
+    assert 0 <= res["decoded_share"] <= 1 and sum(res["candidate_sources"].values()) == res["n_predictions"]
+    assert set(res["baselines"]) == set(ev.BASELINES)
+    ranked = res["baselines"]["random-formula-ranked"]
+    assert ranked["n_spectra"] == 3 and ranked["formula_match"] == 1.0
+    assert ranked["candidate_sources"] and set(ranked["candidate_sources"]) == {"random"}
+    for name in ev.BASELINES:
+        diff = res["paired"][f"{weights} - {name}"]["top10_tanimoto"]
+        assert diff["mean"] == pytest.approx(res["top10_tanimoto"] - res["baselines"][name]["top10_tanimoto"])
+
+
+def test_diffms_variant_matches_inchi_and_canonical_tautomers():
+    # 2-hydroxypyridine and 2-pyridone are tautomers: same InChI, Tanimoto 1 after canonicalization
+    out = ev.diffms_spectrum_metrics("Oc1ccccn1", ["O=c1cccc[nH]1", None], ks=(1, 10))
+    assert out["top1_accuracy"] == 1.0 and out["top1_tanimoto"] == 1.0
+    msg = ev.spectrum_metrics("Oc1ccccn1", ["O=c1cccc[nH]1"], ks=(1,))
+    assert msg["top1_accuracy"] == 1.0 and msg["top1_tanimoto"] < 1.0   # MassSpecGym: no canonicalization
