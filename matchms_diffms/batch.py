@@ -43,8 +43,9 @@ class AnnotationSettings:
     ----------
     weights
         Weights name or path.
-    n_samples, steps, top_k, max_formulas, complete
-        :class:`matchms_diffms.annotator.DiffMSAnnotator` options (``steps=None``: the weights' default).
+    n_samples, steps, top_k, max_formulas, complete, ranking, max_heavy_atoms
+        :class:`matchms_diffms.annotator.DiffMSAnnotator` options (``steps=None``: the weights' default;
+        ``max_heavy_atoms=None``: the largest formula the weights were trained on).
     seed
         Base seed of every spectrum's sampling (0 by default: the same command gives the same result).
     workers
@@ -62,6 +63,8 @@ class AnnotationSettings:
     seed: int = 0
     max_formulas: int = 3
     complete: bool = True
+    ranking: str = "fingerprint"
+    max_heavy_atoms: int | None = None
     workers: int = 1
     threads: int | None = None
     formula_context: dict = field(default_factory=dict)
@@ -69,7 +72,8 @@ class AnnotationSettings:
     def annotator_options(self) -> dict:
         """Keyword arguments of ``DiffMSAnnotator.from_pretrained`` (besides the weights)."""
         options = {"n_samples": self.n_samples, "steps": self.steps, "top_k": self.top_k, "seed": self.seed,
-                   "max_formulas": self.max_formulas, "complete": self.complete}
+                   "max_formulas": self.max_formulas, "complete": self.complete, "ranking": self.ranking,
+                   "max_heavy_atoms": self.max_heavy_atoms}
         if self.formula_context:
             options["formula_context"] = dict(self.formula_context)
         return options

@@ -110,9 +110,18 @@ _OPTIONS = [
                  help="Formula candidates tried per spectrum when the formula is not given (SIRIUS, mass "
                       "decomposition); their structures are merged and ranked together."),
     click.option("--complete/--no-complete", default=True, show_default=True,
-                 help="Complete samples that are not valid formula-exact molecules into such molecules around "
-                      "their bonds (counted in diffms_n_completed). --no-complete keeps only samples that are "
-                      "formula-exact as drawn, like official DiffMS plus a formula filter."),
+                 help="Constrained decoding: replace every sample that is not a valid formula-exact molecule by the "
+                      "most probable formula-exact molecule under the model's bond probabilities of that sample "
+                      "(counted in diffms_n_completed; candidates say source 'decoded'). --no-complete keeps only "
+                      "samples that are formula-exact as drawn: official DiffMS plus a formula filter."),
+    click.option("--ranking", type=click.Choice(["fingerprint", "frequency", "combined"]), default="fingerprint",
+                 show_default=True,
+                 help="Candidate ranking: 'fingerprint' = Tanimoto to the encoder's predicted fingerprint (chosen on "
+                      "val data), 'frequency' = how often a structure was sampled (DiffMS's ranking), 'combined' = "
+                      "their mean."),
+    click.option("--max-heavy-atoms", type=click.IntRange(min=2), default=None,
+                 help="Largest formula annotated (default: the largest the weights were trained on; may be raised "
+                      "up to the weights' hard limit, with lower quality and slower sampling)."),
     click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
                  help="Worker processes; each loads the model once. The output is identical for any number; a "
                       "worker that crashes costs one spectrum (status error), not the run."),
@@ -127,7 +136,8 @@ _OPTIONS = [
     click.option("--progress/--no-progress", default=True, show_default=True,
                  help="Show a progress bar on stderr."),
 ]
-_SETTINGS = ("weights", "n_samples", "steps", "top_k", "seed", "max_formulas", "complete", "workers", "threads")
+_SETTINGS = ("weights", "n_samples", "steps", "top_k", "seed", "max_formulas", "complete", "ranking",
+             "max_heavy_atoms", "workers", "threads")
 
 
 def annotation_options(command=None, *, pseudo_weights: tuple = ()):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 import warnings
 from collections import Counter
@@ -839,6 +840,27 @@ def calibration_pairs(spectra) -> tuple[list[float], list[bool]]:
     return raw, correct
 
 
+def check_calibration_input(path, spectra) -> None:
+    """Raise ``ValueError`` unless ``path`` / ``spectra`` can be the validation fold (not train, not test).
+
+    The file name is checked like the trainers do (``train.data.fold_from_name``), plus a ``train`` token;
+    each spectrum's ``fold`` metadata, when present, must be a validation fold.
+    """
+    from .train.data import fold_from_name
+
+    name_fold = fold_from_name(path)
+    tokens = set(re.split(r"[^a-z0-9]+", Path(path).name.lower()))
+    if name_fold in ("test", "holdout") or "train" in tokens or "training" in tokens:
+        raise ValueError(f"refusing to calibrate on {path}: its name says it is the "
+                         f"{name_fold or 'train'} fold; fit the calibration on the validation fold only")
+    for spectrum in spectra:
+        fold = str(spectrum.get("fold") or "").strip().lower()
+        if fold and fold not in ("val", "valid", "validation"):
+            raise ValueError(f"refusing to calibrate on {path}: spectrum "
+                             f"{spectrum.get('spectrum_id') or spectrum.get('title')} belongs to the {fold} fold; "
+                             "fit the calibration on the validation fold only")
+
+
 @click.command("calibrate")
 @click.argument("annotated", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -849,15 +871,28 @@ def calibrate_command(annotated, output, method, bins):
     """Fit the score calibration on ANNOTATED validation spectra (output of 'annotate' on labelled
     spectra: their SMILES is the truth) and print the reliability table.
 
-    Fit it on the validation fold only, never on test spectra."""
+    Only the validation fold is accepted: a file named like a training or test fold, or spectra whose 'fold'
+    metadata says train or test, are refused. Without a single correct candidate nothing can be learnt: the
+    raw score is kept (identity calibration, with a note saying so)."""
     from matchms.importing import load_spectra
 
-    from .ranking import expected_calibration_error, fit_calibration, reliability_table
+    from .ranking import Calibration, expected_calibration_error, fit_calibration, reliability_table
 
-    raw, correct = calibration_pairs(list(load_spectra(annotated, metadata_harmonization=False)))
+    spectra = list(load_spectra(annotated, metadata_harmonization=False))
+    try:
+        check_calibration_input(annotated, spectra)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    raw, correct = calibration_pairs(spectra)
     if not raw:
         raise click.ClickException(f"{annotated}: no labelled spectrum with candidates")
-    calibration = fit_calibration(raw, correct, method=method)
+    if not any(correct):
+        note = (f"no correct candidate among {len(raw)} candidates of {annotated}: nothing to learn from; "
+                "the raw score is kept (identity calibration)")
+        calibration = Calibration(note=note)
+        click.echo(f"warning: {note}", err=True)
+    else:
+        calibration = fit_calibration(raw, correct, method=method, note=f"fitted on {Path(annotated).name}")
     calibration.save(output)
     calibrated = [calibration(r) for r in raw]
     click.echo(f"{len(raw)} candidates, {sum(correct)} correct; ECE raw {expected_calibration_error(raw, correct, bins):.4f}"

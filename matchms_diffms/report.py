@@ -113,6 +113,35 @@ def peaks_svg(mz, intensities, precursor_mz=None, size=PLOT_SIZE) -> str:
     return "".join(parts)
 
 
+def _distinct_positions(mol, resolution: float = 0.3) -> int:
+    """Number of distinct 2D atom positions (rounded to ``resolution``, in bond lengths of about 1.5)."""
+    pos = mol.GetConformer().GetPositions()
+    return len({(round(x / resolution), round(y / resolution)) for x, y, _ in pos})
+
+
+def layout_2d(mol) -> None:
+    """2D coordinates for drawing: CoordGen (nicer rings), or RDKit's default layout when CoordGen places
+    atoms on top of each other (it collapses on strained, cumulated structures); the layout with more
+    distinct atom positions is kept."""
+    from rdkit import Chem
+    from rdkit.Chem import rdDepictor
+
+    prefer = rdDepictor.GetPreferCoordGen()
+    try:
+        rdDepictor.SetPreferCoordGen(True)
+        rdDepictor.Compute2DCoords(mol)
+        n_atoms = mol.GetNumAtoms()
+        if _distinct_positions(mol) < n_atoms:
+            other = Chem.Mol(mol)
+            rdDepictor.SetPreferCoordGen(False)
+            rdDepictor.Compute2DCoords(other)
+            if _distinct_positions(other) > _distinct_positions(mol):
+                mol.RemoveAllConformers()
+                mol.AddConformer(other.GetConformer(), assignId=True)
+    finally:
+        rdDepictor.SetPreferCoordGen(prefer)
+
+
 def molecule_svg(smiles: str, size=MOL_SIZE) -> str | None:
     """RDKit 2D depiction of ``smiles`` as an inline ``<svg>`` element, ``None`` if it does not parse."""
     from rdkit import Chem
@@ -122,8 +151,7 @@ def molecule_svg(smiles: str, size=MOL_SIZE) -> str | None:
     mol = Chem.MolFromSmiles(smiles) if smiles else None
     if mol is None:
         return None
-    rdDepictor.SetPreferCoordGen(True)
-    rdDepictor.Compute2DCoords(mol)
+    layout_2d(mol)
     drawer = rdMolDraw2D.MolDraw2DSVG(*size)
     options = drawer.drawOptions()
     options.clearBackground = True

@@ -156,7 +156,8 @@ def test_annotate_mgf(fake, mgf, tmp_path):
     assert result.exit_code == 0, result.output
     assert mgf.read_bytes() == before                                    # input untouched
     assert not checkpoint_path_for(out).exists()
-    assert fake.created == [("w1", {"n_samples": 7, "steps": 20, "top_k": 3, "seed": 5, "max_formulas": 2, "complete": True})]
+    assert fake.created == [("w1", {"n_samples": 7, "steps": 20, "top_k": 3, "seed": 5, "max_formulas": 2, "complete": True,
+                                    "ranking": "fingerprint", "max_heavy_atoms": None})]
     assert fake.calls == list(range(7))
     back = list(load_from_mgf(str(out)))
     assert [s.get("title") for s in back] == [r[0] for r in MGF_RECORDS]

@@ -164,3 +164,21 @@ def test_command_reads_json_with_list_candidates(tmp_path):
     assert result.exit_code == 0, result.output
     text = (tmp_path / "r.html").read_text()
     assert text.count('class="candidate"') == 3 and "CCCO" in text
+
+
+COLLAPSING = [   # CoordGen puts most atoms of these strained, cumulated structures on a few points
+    "C=C=CC(O)(O)C12CC1=C(O)C(O)=CC1(O)C=C(C=C=C2O)C(=C=C=CC(O)O)C(=CO)NC(CC)OC1",
+    "CC1=C2NC(O)(OO)C=C=C3C(O)=C=CC(C=C=CC4=CC3(C)C4(O)O)(OC1)C(C)=C(O)C=C2C(C)(O)O",
+]
+
+
+@pytest.mark.parametrize("smiles", COLLAPSING + ["CC(=O)Oc1ccccc1C(=O)O", "Cn1c(=O)c2c(ncn2C)n(C)c1=O"])
+def test_drawn_structures_show_all_their_atoms(smiles):
+    from rdkit import Chem
+
+    from matchms_diffms.report import _distinct_positions, layout_2d
+
+    mol = Chem.MolFromSmiles(smiles)
+    layout_2d(mol)
+    assert _distinct_positions(mol) == mol.GetNumAtoms()
+    assert molecule_svg(smiles).count("<path") >= mol.GetNumBonds()
