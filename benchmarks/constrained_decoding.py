@@ -17,8 +17,8 @@ torch threads). The same samples then give three candidate sets:
 Each set is ranked with each ranking (``frequency``, ``fingerprint``, ``combined``) by the package's
 ``rank_candidates`` and scored with ``evaluate.spectrum_metrics`` (MCES for the ``--mces-ranking`` only: it is
 slow). Reported: metric means with bootstrap 95 % intervals, paired differences constrained minus random
-completion and constrained minus sampled (intervals), and cumulated double bonds in the top-10 candidates per
-source. The raw candidates are kept in the JSON (``spectra``), so the metrics can be recomputed.
+completion and constrained minus sampled (intervals), cumulated double bonds in the top-10 candidates per
+source, and an audit of every decoded sample: cumulenes whose probabilities asked for none (must be 0). The raw candidates are kept in the JSON (``spectra``), so the metrics can be recomputed.
 """
 from __future__ import annotations
 
@@ -90,6 +90,7 @@ def collect(n: int, seed: int, threads: int, old, weights: str) -> list[dict]:
             sampled = [Chem.MolToSmiles(m) for m, s in zip(matching, sources) if s == "sampled"]
             row["candidates"]["sampled"] = [(s, "sampled") for s in sampled]
             row["candidates"]["constrained"] = [(Chem.MolToSmiles(m), s) for m, s in zip(matching, sources)]
+            row["decoded_cumulenes"] = _cumulene_audit(atoms, adj, probs, formula)
             completed = []
             for k, sample in enumerate(adj):
                 mol = _as_is(atoms, sample, formula)
@@ -106,6 +107,27 @@ def collect(n: int, seed: int, threads: int, old, weights: str) -> list[dict]:
               f"{row['seconds']} s; candidates " + ", ".join(f"{v} {len(row['candidates'][v])}" for v in VARIANTS),
               flush=True)
     return rows
+
+
+def _cumulene_audit(atoms, adj, probs, formula) -> dict:
+    """Decoded molecules with a cumulated double bond, and how many of them come from a sample whose
+    probabilities ask for none (no atom with two bonds of p(double) + p(triple) > 0.5): those would break the
+    rule. Decodes the samples again (deterministic: the same molecules as the annotator's)."""
+    from matchms_diffms.chem.decoding import decode_formula_exact, has_cumulene
+
+    asking = ((probs[..., 2] + probs[..., 3]) > 0.5).sum(axis=2).max(axis=1) >= 2      # per sample
+    out = {"decoded": 0, "with_cumulene": 0, "with_cumulene_not_asked": 0}
+    for k, sample in enumerate(adj):
+        if _as_is(atoms, sample, formula) is not None:
+            continue
+        mol = decode_formula_exact(atoms, formula, probs[k], adj=sample)
+        if mol is None:
+            continue
+        out["decoded"] += 1
+        if has_cumulene(mol):
+            out["with_cumulene"] += 1
+            out["with_cumulene_not_asked"] += int(not asking[k])
+    return out
 
 
 def _as_is(atoms, sample, formula):
@@ -155,8 +177,11 @@ def score(rows: list[dict], mces_ranking: str, compute_mces: bool) -> dict:
                 per[key].append(spectrum_metrics(row["smiles"], preds, (1, 10), use))
             cumulenes[key] = counts
     truth_cumulenes = sum(has_cumulene(Chem.MolFromSmiles(r["smiles"])) for r in rows)
+    audit = {k: sum(r.get("decoded_cumulenes", {}).get(k, 0) for r in rows)
+             for k in ("decoded", "with_cumulene", "with_cumulene_not_asked")}
     result = {"metrics": {k: metric_intervals(v) for k, v in per.items()},
               "cumulenes_top10": cumulenes, "true_structures_with_cumulene": truth_cumulenes,
+              "decoded_samples_cumulene_audit": audit,
               "paired": {}}
     for ranking in RANKINGS:
         a = per[f"constrained/{ranking}"]

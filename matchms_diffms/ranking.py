@@ -14,7 +14,7 @@ structure (first InChIKey block, i.e. 2D identity) gets
   For a binary ``b`` this is ``sum(p over set bits) / (n_set_bits + sum(p over unset bits))``; it equals
   the ordinary Tanimoto when ``p`` is binary, and it uses the probabilities without choosing a threshold.
 * ``raw_score`` = ``frequency_weight * frequency + (1 - frequency_weight) * tanimoto``; the ranking choice
-  sets the weight: ``frequency`` 1 (DiffMS's ranking), ``fingerprint`` 0, ``combined`` 0.5,
+  sets the weight: ``frequency`` 1 (DiffMS's ranking), ``fingerprint`` 0 (the default), ``combined`` 0.5,
 * ``score`` = ``calibration(raw_score)``, a monotone map to [0, 1].
 
 Candidates are ordered by raw score (descending), ties in first-seen order. A fitted calibration
@@ -39,7 +39,7 @@ logger = logging.getLogger("matchms.diffms")
 
 FREQUENCY_WEIGHT = 0.5
 RANKINGS = {"frequency": 1.0, "fingerprint": 0.0, "combined": FREQUENCY_WEIGHT}   # ranking -> frequency weight
-DEFAULT_RANKING = "combined"
+DEFAULT_RANKING = "fingerprint"   # chosen on 50 val structures (benchmarks/README.md (d)); cli.py repeats it
 _SOURCE_ORDER = {"sampled": 0, "decoded": 1}
 FP_BITS = 4096             # default length of morgan_bits; ranking uses the encoder's length
 FP_RADIUS = 2
@@ -365,7 +365,7 @@ def rank_candidates(mols_or_samples: Iterable, predicted_fp, formula=None, top_k
         ``ranking``, not both.
     ranking
         ``frequency`` (weight 1: DiffMS), ``fingerprint`` (0) or ``combined`` (0.5); default
-        :data:`DEFAULT_RANKING` when neither is given.
+        :data:`DEFAULT_RANKING` (``fingerprint``) when neither is given.
     sources
         Where each molecule came from (``"sampled"``, ``"decoded"``; baselines use others, e.g. ``"random"``),
         parallel to the molecules; a candidate's ``source`` joins those of its molecules with ``+``

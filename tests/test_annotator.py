@@ -360,7 +360,7 @@ def test_tiny_checkpoint_end_to_end(tiny_annotator_factory):
 
 
 def test_completion_turns_unusable_samples_into_formula_exact_candidates():
-    """Samples that are invalid or have the wrong H count are completed around their bonds (counted)."""
+    """Samples that are invalid or have the wrong H count are replaced by constrained decoding (counted, marked)."""
     plain = make_annotator(FakeModel(weights=(0, 0, 0.5, 0.3, 0.2)), complete=False)(spectrum())
     out = make_annotator(FakeModel(weights=(0, 0, 0.5, 0.3, 0.2)))(spectrum())
     assert status_code(plain.get("diffms_status")) == "no_valid_candidates"
@@ -369,3 +369,18 @@ def test_completion_turns_unusable_samples_into_formula_exact_candidates():
     cands = read_candidates(out.get("diffms_candidates"))
     assert {c["smiles"] for c in cands} <= {"CCO", "COC"}
     assert all(c["formula"] == "C2H6O" for c in cands)
+    assert {c["source"] for c in cands} == {"decoded"}
+    assert "constrained decoding is off" in plain.get("diffms_status")
+    sampled = make_annotator(FakeModel())(spectrum())                      # mostly valid ethanol / DME samples
+    assert "sampled" in {c["source"].split("+")[0] for c in read_candidates(sampled.get("diffms_candidates"))}
+
+
+def test_heavy_atom_limit_defaults_to_the_trained_size():
+    model = FakeModel()
+    model.config = model.config.replace(max_n_nodes=2, max_heavy_atoms=10)
+    out = make_annotator(model)(spectrum())                                # C2H6O: 3 heavy atoms
+    assert status_code(out.get("diffms_status")) == "too_many_atoms"
+    assert "trained on at most 2" in out.get("diffms_status") and "up to 10" in out.get("diffms_status")
+    assert make_annotator(model, max_heavy_atoms=3)(spectrum()).get("diffms_status") == "ok"
+    with pytest.raises(ValueError):
+        make_annotator(model, max_heavy_atoms=11)

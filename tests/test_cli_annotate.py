@@ -570,3 +570,11 @@ def test_end_to_end_with_the_tiny_checkpoint(conformance_dir, tmp_path):
     # a shard reproduces its part of the full run exactly (per-spectrum seeds from the input position)
     assert run("annotate", src, "-o", tmp_path / "s1.mgf", "--shard", "1/2", *common).exit_code == 0
     assert _without_timing(tmp_path / "s1.mgf") == _without_timing(out)[1::2]
+
+
+def test_ranking_default_is_the_library_default():
+    from matchms_diffms.ranking import DEFAULT_RANKING, RANKINGS
+
+    option = next(p for p in cli.main.commands["annotate"].params if p.name == "ranking")
+    assert option.default == DEFAULT_RANKING and set(option.type.choices) == set(RANKINGS)
+    assert batch.AnnotationSettings().ranking == DEFAULT_RANKING

@@ -45,7 +45,7 @@ def test_morgan_bits_matches_rdkit_generator():
 def test_frequency_ranking_and_dedup_by_inchikey_block():
     # ethanol written three ways (same structure), DME twice
     samples = mols("CCO", "COC", "OCC", "C(O)C", "COC")
-    ranked = rank_candidates(samples, None, "C2H6O", top_k=None)
+    ranked = rank_candidates(samples, None, "C2H6O", top_k=None, ranking="combined")
     assert [c.smiles for c in ranked] == ["CCO", "COC"]
     assert [c.count for c in ranked] == [3, 2]
     assert ranked[0].frequency == pytest.approx(0.6) and ranked[1].frequency == pytest.approx(0.4)
@@ -68,7 +68,7 @@ def test_ties_first_seen_and_top_k_and_n_valid():
 def test_fingerprint_term_can_overturn_frequency():
     # predicted fingerprint = exactly isopropanol's bits: isopropanol (1 sample) beats propanol (2)
     fp = morgan_bits(Chem.MolFromSmiles(IPA)).astype(np.float32)
-    ranked = rank_candidates(mols(PROPANOL, PROPANOL, IPA), fp, "C3H8O", top_k=None)
+    ranked = rank_candidates(mols(PROPANOL, PROPANOL, IPA), fp, "C3H8O", top_k=None, ranking="combined")
     assert ranked[0].smiles == "CC(C)O"
     assert ranked[0].tanimoto == 1.0
     tp = continuous_tanimoto(morgan_bits(Chem.MolFromSmiles(PROPANOL)), fp)
@@ -77,6 +77,24 @@ def test_fingerprint_term_can_overturn_frequency():
     # frequency_weight=1 restores DiffMS' frequency ranking
     ranked_f = rank_candidates(mols(PROPANOL, PROPANOL, IPA), fp, "C3H8O", frequency_weight=1.0)
     assert ranked_f[0].smiles == "CCCO"
+    assert [c.smiles for c in rank_candidates(mols(PROPANOL, PROPANOL, IPA), fp, "C3H8O", ranking="frequency")] \
+        == [c.smiles for c in ranked_f]
+    # the default ranking is the fingerprint alone
+    ranked_fp = rank_candidates(mols(PROPANOL, PROPANOL, IPA), fp, "C3H8O")
+    assert ranked_fp[0].smiles == "CC(C)O" and ranked_fp[0].raw_score == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        rank_candidates(mols(IPA), fp, "C3H8O", ranking="popularity")
+    with pytest.raises(ValueError):
+        rank_candidates(mols(IPA), fp, "C3H8O", ranking="frequency", frequency_weight=1.0)
+
+
+def test_candidates_record_their_source():
+    ranked = rank_candidates(mols(ETHANOL, DME, ETHANOL), None, "C2H6O", ranking="frequency",
+                             sources=["sampled", "decoded", "decoded"])
+    assert [(c.smiles, c.source) for c in ranked] == [("CCO", "sampled+decoded"), ("COC", "decoded")]
+    assert Candidate.from_dict(ranked[1].to_dict()).source == "decoded"
+    with pytest.raises(ValueError):
+        rank_candidates(mols(ETHANOL), None, "C2H6O", sources=["sampled", "decoded"])
 
 
 def test_torch_fingerprint_and_smiles_input():

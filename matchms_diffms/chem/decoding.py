@@ -11,7 +11,8 @@ most probable under the denoiser's clean-graph probabilities ``p(e_ij = k)`` (cl
   up to ``B = (sum(v) - H) / 2``; each atom keeps ``v_i - (its bond orders)`` hydrogens (none on an S or P
   atom above its lowest valence);
 * no cumulated double bonds (an atom other than S or P with two multiple bonds) unless the probabilities ask
-  for them: both bonds must have ``p(double) + p(triple) > 0.5``.
+  for them: both bonds must have ``p(double) + p(triple) > 0.5`` under the model's probabilities (a sampled
+  bond alone does not ask).
 
 Scores are log-probabilities of bond *orders*: aromatic probability mass counts half for single and half for
 double (a Kekulé structure of an aromatic ring is what is built; RDKit perceives the aromaticity again).
@@ -115,7 +116,8 @@ def order_log_probs(probs: np.ndarray | None, adj: np.ndarray | None = None,
     -------
     scores : (n, n, 4) log p(order), floored at ``log(PROB_FLOOR)``
     aromatic : (n, n) bool, pairs whose aromatic probability exceeds 0.5
-    asks_multiple : (n, n) bool, pairs with p(double) + p(triple) > 0.5 (non-aromatic multiple bonds)
+    asks_multiple : (n, n) bool, pairs with p(double) + p(triple) > 0.5 (non-aromatic multiple bonds) under
+        ``probs`` alone when given (a sampled bond does not count as asked for), else under the sample
     """
     if probs is None and adj is None:
         raise ValueError("give bond probabilities, a sampled graph, or both")
@@ -140,11 +142,12 @@ def order_log_probs(probs: np.ndarray | None, adj: np.ndarray | None = None,
         else:
             if parts[0].shape[0] != n:
                 raise ValueError(f"{n}-atom sample for {parts[0].shape[0]}-atom probabilities")
-            parts[0] = (1 - sample_weight) * parts[0] + sample_weight * onehot
-    p = parts[0]
+            parts.append((1 - sample_weight) * parts[0] + sample_weight * onehot)
+    asks = (parts[0][..., 2] + parts[0][..., 3]) > 0.5                 # before the sample is mixed in
+    p = parts[-1]
     q = np.stack([p[..., 0], p[..., 1] + p[..., 4] / 2, p[..., 2] + p[..., 4] / 2, p[..., 3]], axis=-1)
     scores = np.log(np.maximum(q, PROB_FLOOR))
-    return scores, p[..., 4] > 0.5, (p[..., 2] + p[..., 3]) > 0.5
+    return scores, p[..., 4] > 0.5, asks
 
 
 # --------------------------------------------------------------------------------------------- search

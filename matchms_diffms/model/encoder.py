@@ -3,7 +3,8 @@
 Tokens (one per annotated peak + a CLS token with the precursor formula, see ``tokens.py``) go through
 
     343-d token vector -> 2-layer MLP -> 2 relative-attention layers -> CLS pooling -> h0 (B, h)
-    h0 -> sigmoid FP-growing head 256 -> 512 -> 1024 -> 2048 -> 4096   -> fp (B, 4096) probabilities
+    h0 -> sigmoid FP-growing head over ``config.fp_sizes``              -> fp (B, fp_sizes[-1]) probabilities
+          (256 -> ... -> 4096 in the official checkpoints; the default weights stop at 2048)
 
 Reference: diffms-model.md sections 3, 4, 5. Module and attribute names are chosen so that the
 state-dict keys equal the released checkpoints' keys without the leading ``encoder.``:
@@ -242,8 +243,8 @@ class SpectraEncoder(nn.Module):
     """Collated tokens -> predicted fingerprint probabilities.
 
     ``forward(tokens)`` takes the dict of ``tokens.collate`` (moved to the module's device here) and
-    returns a dict with ``fp`` (B, 4096) sigmoid probabilities, ``int_preds`` [(B, 256), (B, 512),
-    (B, 1024), (B, 2048)], ``h0`` (B, h), and for inspection ``input_vec`` (B, N, 343), ``peak_emb``
+    returns a dict with ``fp`` (B, fp_sizes[-1]) sigmoid probabilities (4096 official, 2048 default weights),
+    ``int_preds`` (the smaller sizes, e.g. [(B, 256), (B, 512), (B, 1024), (B, 2048)]), ``h0`` (B, h), and for inspection ``input_vec`` (B, N, 343), ``peak_emb``
     (B, N, h), ``pairwise`` (B, N, N, h), ``layer_outputs`` [(B, N, h)] (padded rows not zeroed) and
     ``frag_fp`` (B, N, magma_modulo) (fragment head on the zeroed token states; unused by DiffMS).
     """
