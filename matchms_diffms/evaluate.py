@@ -668,7 +668,8 @@ def _random_structure_annotator(base):
 
             import torch
 
-            rng = random.Random(int(torch.randint(0, 2 ** 62, (1,), generator=generator)))
+            rng = random.Random(int(torch.randint(0, 2 ** 62, (1,), generator=generator,
+                                                    device=generator.device)))
             mols = [m for m in (random_formula_molecule(formula, rng) for _ in range(self.n_samples))
                     if m is not None]
             return mols, mols, ["random"] * len(mols)
