@@ -99,13 +99,15 @@ def _tanimoto(a, b) -> float:
     return inter / union if union else 0.0
 
 
-def molecule_metrics(true_smiles: str, samples: np.ndarray, atoms: list[str], annotator, seed: int) -> dict:
+def molecule_metrics(true_smiles: str, samples: np.ndarray, atoms: list[str], annotator,
+                     probs: np.ndarray | None = None) -> dict:
     """Metrics of one molecule's samples (see the module docstring).
 
     Parameters
     ----------
     true_smiles : the molecule; samples : (S, n, n) bond classes over ``atoms``;
-    annotator : a ``DiffMSAnnotator`` whose molecule step (validity, formula filter, completion) is used.
+    annotator : a ``DiffMSAnnotator`` whose molecule step (validity, formula filter, completion) is used;
+    probs : (S, n, n, 5) the sampler's last-step bond probabilities (constrained decoding uses them).
     """
     from rdkit import Chem
 
@@ -125,13 +127,14 @@ def molecule_metrics(true_smiles: str, samples: np.ndarray, atoms: list[str], an
            "single_fragment": n_single / S}
     for mode, complete in (("sampled", False), ("completed", True)):
         annotator.complete = complete
-        _, matching, n_completed = annotator._molecules(atoms, samples, formula, seed)
+        _, matching, sources = annotator._molecules(atoms, samples, probs, formula)
+        n_completed = sources.count("decoded")
         if mode == "sampled":
             out["formula_exact"] = len(matching) / S
             out["found"] = float(any(inchikey14(m) == true_key for m in matching))
         else:
             out["completed_share"] = n_completed / S
-        ranked = rank_candidates(matching, None, formula, top_k=10) if matching else []
+        ranked = rank_candidates(matching, None, formula, top_k=10, ranking="frequency") if matching else []
         keys = [c.inchikey.split("-")[0] for c in ranked]
         tanis = [_tanimoto(morgan_fingerprint(Chem.MolFromSmiles(c.smiles), 2048, 2), true_fp) for c in ranked]
         out[mode] = {"top1": float(keys[:1] == [true_key]), "top10": float(true_key in keys),
@@ -177,8 +180,9 @@ def evaluate_decoder(path, weights: str = "default", *, n_samples: int = 100, st
         atoms = [a.GetSymbol() for a in mol.GetAtoms()]
         y = torch.from_numpy(morgan_fingerprint(mol, config.cond_dim, 2).astype(np.float32))
         gen = torch.Generator().manual_seed(derive_seed(seed, "decoder", smi))
-        samples = model.sample(atoms, y, n_samples=n_samples, steps=annotator.steps, generator=gen)
-        per_molecule.append(molecule_metrics(smi, samples, atoms, annotator, derive_seed(seed, "complete", smi)))
+        samples, probs = model.sample(atoms, y, n_samples=n_samples, steps=annotator.steps, generator=gen,
+                                      return_probs=True)
+        per_molecule.append(molecule_metrics(smi, samples, atoms, annotator, probs))
         if progress:
             progress(i + 1, len(smiles))
     seconds = time.perf_counter() - start

@@ -73,8 +73,8 @@ def test_exact_model_recovers_molecules(smi, tiny, monkeypatch):
         truth[tuple(a.GetSymbol() for a in mol.GetAtoms())] = mol_to_graph(s, ["C", "O", "N"])[1]
 
     def fake_sample(self, atom_types, y, n_samples=100, steps=None, generator=None, **kw):
-        adj = truth[tuple(atom_types)]
-        return np.repeat(adj[None], n_samples, axis=0)
+        adj = np.repeat(truth[tuple(atom_types)][None], n_samples, axis=0)
+        return (adj, None) if kw.get("return_probs") else adj          # no probabilities: decode from the graph
 
     monkeypatch.setattr(DiffMS, "sample", fake_sample)
     r = evaluate_decoder(smi, str(tiny), n_samples=4, steps=2, limit=5, seed=0)
