@@ -520,3 +520,37 @@ def test_assemble_refuses_swapped_parts_with_one_line(tmp_path):
                                                    "--decoder", str(tmp_path), "-o", str(tmp_path / "joined")])
     assert result.exit_code != 0
     assert "neither a weights folder nor a run folder" in result.output
+
+
+def test_prepared_graphs_replace_smiles_inputs(decoder_run, tiny_json, tmp_path):
+    cache = next((decoder_run / "cache").glob("decoder-data-*.npz"))
+    run = tmp_path / "graphs"
+    invoke("decoder", "--out", run, "--graphs", cache, "--model-config", tiny_json, "--batch-size", 4, *QUIET,
+           "--steps", 2, "--val-fraction", 0, "--seed", 3)
+    start = records(run)[0]
+    assert start["data"]["graphs"] == str(cache) and start["n_train"] == len(KEPT)
+    assert (run / "weights" / "model.safetensors").exists()
+
+
+def test_time_budget_stops_with_checkpoint_and_weights(tiny_json, tmp_path):
+    run = tmp_path / "budget"
+    invoke(*decoder_args(run, tiny_json, "--steps", 100000, "--val-fraction", 0, "--time-budget", "1s",
+                         "--ckpt-every", 100000))
+    end = records(run)[-1]
+    assert end["event"] == "end" and not end["finished"] and 0 < end["step"] < 100000
+    assert common.checkpoint_paths(run) and (run / "weights" / "model.safetensors").exists()
+    # the budget belongs to one invocation: a resume runs its own
+    invoke("decoder", "--out", run, "--resume", "--time-budget", "1s", "--no-progress")
+    assert records(run)[-1]["step"] > end["step"]
+
+
+def test_init_from_switches_on_environment_features(decoder_run, tmp_path):
+    from matchms_diffms.weights import load_weights_dir
+
+    cfg = tmp_path / "env.json"
+    cfg.write_text(json.dumps({"model": {"environment_features": True, "decoder_dropout": 0.0}}))
+    run = tmp_path / "env"
+    invoke("decoder", "--out", run, "--smiles", SMI, "--exclude-mgf", VAL_MGF, "--batch-size", 4, *QUIET,
+           "--config", cfg, "--steps", 1, "--val-fraction", 0, "--init-from", decoder_run / "weights")
+    model, _ = load_weights_dir(run / "weights")
+    assert model.config.environment_features and model.config.decoder_dropout == 0.0

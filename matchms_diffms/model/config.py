@@ -80,6 +80,9 @@ class DiffMSConfig:
     # graph_features.environment_features. Tells the network which atoms are not yet right.
     environment_features: bool = False
     environment_radius: int = 2
+    # Our models only: binarise the decoder's conditioning y = merge(p) at this value (None: y as computed,
+    # as in DiffMS). The decoder is pretrained on binary fingerprints, the encoder's probabilities are low.
+    condition_threshold: float | None = None
     # --- free-form provenance (name, training data, ...) ---
     name: str = "unnamed"
 

@@ -113,11 +113,15 @@ class DiffMS(nn.Module):
 
         Returns the predicted fingerprint probabilities (B, fp bits: ``config.fp_sizes[-1]``, 2048 for the
         default weights, 4096 for the official checkpoints) and the decoder's conditioning vector
-        y = merge(fp) (B, cond_dim).
+        y = merge(fp) (B, cond_dim); with ``config.condition_threshold`` set, y is binarised at that value
+        (the decoder was pretrained on binary fingerprints).
         """
         out = self.encoder(tokens)
         fp = out["fp"]                                   # (B, fp bits)
-        return fp, self.merge_function(fp)               # (B, cond_dim)
+        y = self.merge_function(fp)                      # (B, cond_dim)
+        if self.config.condition_threshold is not None:
+            y = (y >= self.config.condition_threshold).to(y.dtype)
+        return fp, y
 
     # ---------------------------------------------------------------- y -> graphs
     def _atoms_one_hot(self, atom_types: list[str], n_samples: int) -> torch.Tensor:

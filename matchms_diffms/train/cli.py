@@ -66,7 +66,7 @@ def _common_options(f):
 
 
 _PATH_KEYS = {"smiles", "smiles_from_mgf", "exclude_mgf", "train", "val", "split_file", "annotation_cache",
-              "cache_dir", "decoder", "encoder", "init", "init_from"}
+              "cache_dir", "decoder", "encoder", "init", "init_from", "graphs"}
 
 
 def _absolute(key, value):
@@ -141,6 +141,9 @@ def train_group():
 @click.option("--max-molecules", type=int, help="Use only the first N accepted molecules.")
 @click.option("--val-fraction", type=float, help="Held-out validation share (default 0.02).")
 @click.option("--bucket", type=click.Choice(["none", "sorted"]), help="Size bucketing of batches.")
+@click.option("--graphs", type=click.Path(exists=True, dir_okay=False),
+              help="A featurised molecule set (the decoder-data-*.npz cache file of an earlier run) instead of "
+                   "--smiles / --smiles-from-mgf, e.g. carried to a GPU machine.")
 @click.option("--init-from", type=click.Path(exists=True),
               help="Start from the decoder of these weights (folder or official checkpoint) instead of random "
                    "weights: continue pretraining with a new schedule. Its decoder size wins over --model-config.")

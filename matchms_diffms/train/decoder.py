@@ -62,6 +62,7 @@ DEFAULTS = {
     "workers": 1,               # processes for featurisation
     "cache_dir": None,          # default RUN_DIR/cache
     "init_from": None,          # weights folder / official checkpoint whose decoder is the starting point
+    "graphs": None,             # a featurised set (.npz cache file of an earlier run) instead of SMILES inputs
 }
 
 EDGE_TYPES = 5
@@ -396,6 +397,14 @@ def load_or_build_dataset(cfg: dict, config: DiffMSConfig, run_dir: Path, dist: 
     The split is not part of the cache (runs with other seeds or fractions share the featurised file).
     Returns ``(graphs, is_val, summary)``.
     """
+    if cfg.get("graphs"):
+        # A featurised set prepared elsewhere (the cache file of an earlier run, e.g. carried to a GPU machine).
+        path = Path(cfg["graphs"])
+        arrays, summary = load_npz(path)
+        if arrays["fp"].shape[1] * 8 != config.cond_dim:
+            raise ValueError(f"{path}: fingerprints of {arrays['fp'].shape[1] * 8} bits, the model needs "
+                             f"{config.cond_dim}")
+        return _split(GraphSet.from_arrays(arrays), cfg, {**summary, "graphs": str(path)})
     cache_dir = Path(cfg["cache_dir"]) if cfg.get("cache_dir") else run_dir / "cache"
     path = cache_dir / f"decoder-data-{dataset_key(cfg, config)}.npz"
     if dist.is_main and not path.exists():
@@ -404,13 +413,17 @@ def load_or_build_dataset(cfg: dict, config: DiffMSConfig, run_dir: Path, dist: 
         save_npz(path, graphs.arrays(), summary)
     dist.barrier()
     arrays, summary = load_npz(path)
-    graphs = GraphSet.from_arrays(arrays)
+    return _split(GraphSet.from_arrays(arrays), cfg, {**summary, "cache": str(path)})
+
+
+def _split(graphs: GraphSet, cfg: dict, summary: dict):
+    """``(graphs, is_val, summary)`` with the seeded hash split of ``load_or_build_dataset``."""
     split_seed = int(cfg["seed"] if cfg.get("split_seed") is None else cfg["split_seed"])
     is_val = np.array([in_validation_split(k, float(cfg["val_fraction"]), split_seed) for k in graphs.ik14],
                       dtype=bool)
     if is_val.all():
         raise ValueError("every molecule fell into the validation split; lower val_fraction")
-    summary = {**summary, "train": int((~is_val).sum()), "val": int(is_val.sum()), "cache": str(path)}
+    summary = {**summary, "train": int((~is_val).sum()), "val": int(is_val.sum())}
     return graphs, is_val, summary
 
 
@@ -503,8 +516,9 @@ class DecoderTask(TrainTask):
         from ..model.decoder import GraphTransformer
         from ..model.diffusion import NoiseSchedule, edge_marginals
 
-        if not cfg["smiles"] and not cfg["smiles_from_mgf"]:
-            raise ValueError("train decoder needs molecules: --smiles FILE and/or --smiles-from-mgf FILE")
+        if not cfg["smiles"] and not cfg["smiles_from_mgf"] and not cfg.get("graphs"):
+            raise ValueError("train decoder needs molecules: --smiles FILE and/or --smiles-from-mgf FILE, "
+                             "or a prepared --graphs FILE")
         self.device = dist.device
         base = build_model_config(cfg["model"])
         start = None
