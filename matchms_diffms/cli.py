@@ -78,10 +78,13 @@ def plugins_command():
 @click.option("--max-atoms", default=None, type=click.IntRange(2),
               help="Skip molecules with more heavy atoms (default: the weights' limit).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Also rank random formula-exact molecules by the true fingerprint, with paired differences.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads (default: torch's choice).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write totals and per-molecule metrics to this JSON file.")
-def evaluate_decoder_command(molecules, weights, n_samples, steps, limit, max_atoms, seed, threads, output):
+def evaluate_decoder_command(molecules, weights, n_samples, steps, limit, max_atoms, seed, baseline, threads,
+                             output):
     """Evaluate the decoder alone: sample each molecule of MOLECULES from its own (true) fingerprint.
 
     MOLECULES is a SMILES file (.smi/.smi.gz/.txt, first column) or a spectra file whose SMILES are read
@@ -97,7 +100,7 @@ def evaluate_decoder_command(molecules, weights, n_samples, steps, limit, max_at
         torch.set_num_threads(threads)
     try:
         result = evaluate_decoder(molecules, weights, n_samples=n_samples, steps=steps, limit=limit, seed=seed,
-                                  max_atoms=max_atoms)
+                                  max_atoms=max_atoms, baseline=baseline)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     click.echo(format_table(result))

@@ -12,8 +12,12 @@ as means with bootstrap 95 % intervals over molecules:
   block) and the best Tanimoto (Morgan radius 2, 2,048 bits) to the true molecule among the top 1 / 10;
 * ``found``: the true structure is among the formula-exact samples at all.
 
-Candidates are ranked by sample frequency only (DiffMS's ranking): ranking by similarity to the true
-fingerprint would use the answer.
+Candidates are ranked by sample frequency only (DiffMS's ranking).
+
+Baseline, on the same molecules (``baseline``): ``n_samples`` random formula-exact molecules
+(``evaluate.random_formula_baseline``) ranked by Tanimoto to the *true* fingerprint -- everything the decoder
+is given, without the decoder. ``total["vs_baseline"]`` holds the paired differences (decoder with
+completion minus baseline) with their intervals.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .stats import bootstrap_mean
+from .stats import bootstrap_mean, paired_difference
 
 logger = logging.getLogger("matchms.diffms")
 
@@ -144,18 +148,42 @@ def molecule_metrics(true_smiles: str, samples: np.ndarray, atoms: list[str], an
     return out
 
 
+def baseline_metrics(true_smiles: str, n: int, seed: int) -> dict:
+    """Ranking metrics of ``n`` random formula-exact molecules ranked by Tanimoto to the true fingerprint."""
+    from rdkit import Chem
+
+    from .chem.molecules import formula_of_smiles, inchikey14, morgan_fingerprint
+    from .evaluate import random_formula_baseline
+
+    true_key = inchikey14(true_smiles)
+    true_fp = morgan_fingerprint(true_smiles, 2048, 2)
+    smiles = random_formula_baseline(formula_of_smiles(true_smiles).hill(), n, seed=seed)
+    scored = [(_tanimoto(morgan_fingerprint(Chem.MolFromSmiles(s), 2048, 2), true_fp), k, s)
+              for k, s in enumerate(smiles)]
+    scored.sort(key=lambda x: (-x[0], x[1]))
+    keys = [inchikey14(s) for _, _, s in scored[:10]]
+    return {"top1": float(keys[:1] == [true_key]), "top10": float(true_key in keys),
+            "tanimoto_top1": scored[0][0] if scored else 0.0,
+            "tanimoto_top10": scored[0][0] if scored else 0.0, "n": len(smiles)}
+
+
 def summarize(per_molecule: list[dict]) -> dict:
     """Means with bootstrap 95 % intervals over molecules."""
     total = {k: bootstrap_mean([m[k] for m in per_molecule]) for k in RATE_KEYS + ("found",)}
     for mode in ("sampled", "completed"):
         total[mode] = {k: bootstrap_mean([m[mode][k] for m in per_molecule]) for k in RANK_KEYS}
     total["completed_share"] = bootstrap_mean([m["completed_share"] for m in per_molecule])
+    if all("baseline" in m for m in per_molecule):
+        total["baseline"] = {k: bootstrap_mean([m["baseline"][k] for m in per_molecule]) for k in RANK_KEYS}
+        total["vs_baseline"] = {k: paired_difference([m["completed"][k] for m in per_molecule],
+                                                     [m["baseline"][k] for m in per_molecule])
+                                for k in RANK_KEYS}
     return total
 
 
 def evaluate_decoder(path, weights: str = "default", *, n_samples: int = 100, steps: int | None = None,
                      limit: int | None = 50, seed: int = 0, max_atoms: int | None = None,
-                     progress=None) -> dict:
+                     baseline: bool = True, progress=None) -> dict:
     """Evaluate the decoder of ``weights`` from true fingerprints on the molecules of ``path``.
 
     Returns a JSON-ready dict: ``settings``, ``total`` (means with intervals), ``per_molecule``.
@@ -183,12 +211,16 @@ def evaluate_decoder(path, weights: str = "default", *, n_samples: int = 100, st
         samples, probs = model.sample(atoms, y, n_samples=n_samples, steps=annotator.steps, generator=gen,
                                       return_probs=True)
         per_molecule.append(molecule_metrics(smi, samples, atoms, annotator, probs))
+        if baseline:
+            per_molecule[-1]["baseline"] = baseline_metrics(smi, n_samples, derive_seed(seed, "baseline", smi))
         if progress:
             progress(i + 1, len(smiles))
     seconds = time.perf_counter() - start
     return {"settings": {"molecules": str(path), "weights": weights, "sha256": annotator.info.get("sha256"),
                          "n_samples": n_samples, "steps": annotator.steps, "seed": seed,
                          "max_atoms": limit_atoms, "n_molecules": len(smiles), "skipped": skipped,
+                         "baseline": "random formula-exact molecules ranked by the true fingerprint" if baseline
+                         else None,
                          "seconds": round(seconds, 1)},
             "total": summarize(per_molecule), "per_molecule": per_molecule}
 
@@ -211,6 +243,14 @@ def format_table(result: dict) -> str:
         r = t[mode]
         lines.append(f"{label:16s} top-1 {cell(r['top1'])}  top-10 {cell(r['top10'])}  "
                      f"Tanimoto top-1 {cell(r['tanimoto_top1'])}  top-10 {cell(r['tanimoto_top10'])}")
+    if "baseline" in t:
+        r = t["baseline"]
+        lines.append(f"{'baseline':16s} top-1 {cell(r['top1'])}  top-10 {cell(r['top10'])}  "
+                     f"Tanimoto top-1 {cell(r['tanimoto_top1'])}  top-10 {cell(r['tanimoto_top10'])}")
+        d = t["vs_baseline"]
+        lines.append("completion - baseline (paired): " + "  ".join(
+            f"{k} {cell(d[k])}{' *' if d[k]['excludes_zero'] else ''}" for k in RANK_KEYS))
+        lines.append("baseline: " + s["baseline"] + "; * = interval excludes 0")
     return "\n".join(lines)
 
 

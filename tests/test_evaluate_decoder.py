@@ -57,6 +57,10 @@ def test_metrics_are_consistent_and_deterministic(smi, tiny):
         assert m["found"] >= m["sampled"]["top10"]
     total = a["total"]["valid"]
     assert total["low"] <= total["mean"] <= total["high"]
+    for m in a["per_molecule"]:                 # the baseline ranks random formula-exact molecules
+        b = m["baseline"]
+        assert 0 < b["n"] <= 8 and b["top1"] <= b["top10"] and b["tanimoto_top1"] <= 1
+    assert set(a["total"]["vs_baseline"]) == {"top1", "top10", "tanimoto_top1", "tanimoto_top10"}
 
 
 def test_exact_model_recovers_molecules(smi, tiny, monkeypatch):
@@ -83,13 +87,16 @@ def test_exact_model_recovers_molecules(smi, tiny, monkeypatch):
     for mode in ("sampled", "completed"):
         assert r["total"][mode]["top1"]["mean"] == 1.0
         assert r["total"][mode]["tanimoto_top1"]["mean"] == 1.0
+    # random molecules of the same formula rarely reach the true one: the paired difference is positive
+    assert r["total"]["vs_baseline"]["tanimoto_top1"]["mean"] > 0
 
 
 def test_command_prints_table_and_writes_json(smi, tiny, tmp_path):
     out = tmp_path / "dec.json"
     res = CliRunner().invoke(main, ["evaluate-decoder", str(smi), "--weights", str(tiny), "--samples", "4",
-                                    "--steps", "2", "--limit", "2", "-o", str(out)])
+                                    "--steps", "2", "--limit", "2", "--no-baseline", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert "formula-exact" in res.output and "top-10" in res.output
     data = json.loads(out.read_text())
     assert data["settings"]["n_molecules"] == 2 and len(data["per_molecule"]) == 2
+    assert "baseline" not in data["total"]
