@@ -40,7 +40,6 @@ import math
 import os
 import random
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterable
@@ -48,6 +47,8 @@ from typing import Iterable
 import numpy as np
 import torch
 import torch.distributed as tdist
+
+from ..files import atomic_write
 
 logger = logging.getLogger("matchms.diffms")
 
@@ -123,11 +124,8 @@ def write_json(path: str | Path, obj) -> None:
     """Write ``obj`` as indented JSON atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def merge_config(defaults: dict, file_cfg: dict | None, cli_cfg: dict | None) -> dict:
@@ -458,10 +456,8 @@ class RunLog:
             rec = json.loads(line)
             if rec.get("step", 0) <= step:
                 kept.append(line)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix="log.jsonl", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write("".join(k + "\n" for k in kept))
-        os.replace(tmp, self.path)
+        text = "".join(k + "\n" for k in kept)
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text(text))
 
 
 def read_log(path: str | Path) -> list[dict]:
@@ -688,9 +684,7 @@ def _fit(task: TrainTask, cfg: dict, run_dir: Path, resume: bool, dist: Dist) ->
                  "optimizer": _to_cpu(optimizer.state_dict()), "scheduler": scheduler.state_dict(),
                  "rng": blobs}
         path = folder / f"step-{step:08d}.pt"
-        tmp = folder / (path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
         keep = int(cfg.get("keep_checkpoints") or 0)
         if keep > 0:
             for old in checkpoint_paths(run_dir)[:-keep]:

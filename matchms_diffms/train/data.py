@@ -28,15 +28,15 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+
+from ..files import atomic_write
 
 logger = logging.getLogger("matchms.diffms")
 
@@ -757,10 +757,8 @@ class AnnotationCache:
                                         record.precursor_mz, ppm_tol=self.ppm_tol)
         self.misses += 1
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(annotation, fh)
-        os.replace(tmp, path)
+        text = json.dumps(annotation)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         return annotation
 
     def __contains__(self, record: LabelledSpectrum) -> bool:

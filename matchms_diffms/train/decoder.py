@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import multiprocessing
-import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -252,10 +251,10 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def save_npz(path: Path, arrays: dict, meta: dict) -> None:
     """Write arrays + a JSON metadata string into ``path`` atomically (no pickled objects)."""
+    from ..files import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays, meta=np.array(json.dumps(meta, sort_keys=True)))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays, meta=np.array(json.dumps(meta, sort_keys=True))))
 
 
 def load_npz(path: Path) -> tuple[dict, dict]:
