@@ -8,9 +8,15 @@ Annotating spectra
     :class:`WeightsError`.
 matchms glue
     :func:`annotate_de_novo` (a matchms filter), :func:`processing_step`, :func:`formula_safe_filters`.
+Many spectra, reliably (what every command uses)
+    :func:`read_spectra`, :class:`InputError`, :class:`RunError` (reading spectrum files);
+    :class:`AnnotationSettings`, :func:`annotate_spectra` (resumable, crash-tolerant runs in worker processes),
+    :func:`checkpoint_path_for`, :func:`finish_checkpoint`; for click commands :func:`annotation_options`
+    (the shared options) and :func:`command_errors` (exit codes).
 Results
     :func:`read_annotation` (typed ``diffms_*`` values, also after an MGF/MSP round trip),
-    :func:`read_candidates`, :func:`status_code`, :data:`STATUS_CODES`, :data:`METADATA_KEYS`.
+    :func:`read_candidates`, :func:`status_code`, :data:`STATUS_CODES`, :data:`METADATA_KEYS`,
+    :func:`spectrum_id` (the one id of a spectrum: TSV tables, SIRIUS lookup, logs).
 Files
     :func:`write_report`, :func:`atomic_write`, :class:`OutputError`.
 Plugins
@@ -32,6 +38,7 @@ _PUBLIC = {
     "read_annotation": "metadata",
     "read_candidates": "metadata",
     "status_code": "metadata",
+    "spectrum_id": "metadata",
     "STATUS_CODES": "metadata",
     "METADATA_KEYS": "metadata",
     "annotate_de_novo": "filters",
@@ -43,6 +50,15 @@ _PUBLIC = {
     "atomic_write": "files",
     "OutputError": "files",
     "hookimpl": "hookspecs",
+    "read_spectra": "io",
+    "InputError": "io",
+    "RunError": "io",
+    "AnnotationSettings": "batch",
+    "annotate_spectra": "batch",
+    "checkpoint_path_for": "checkpoint",
+    "finish_checkpoint": "batch",
+    "annotation_options": "cli_options",
+    "command_errors": "cli_options",
     "FormulaCandidate": "formula_sources",
 }
 

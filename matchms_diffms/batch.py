@@ -108,7 +108,8 @@ def annotator_class():
 
 # ------------------------------------------------------------------------------------------------ runner
 def annotate_spectra(spectra, settings: AnnotationSettings, *, checkpoint=None, resume: bool = False,
-                     label: str = "", extra_settings: dict | None = None, progress: bool = False) -> list:
+                     label: str = "", extra_settings: dict | None = None, progress: bool = False,
+                     annotator_cls=None) -> list:
     """Annotate ``spectra``; returns the annotated clones in input order.
 
     Parameters
@@ -128,6 +129,9 @@ def annotate_spectra(spectra, settings: AnnotationSettings, *, checkpoint=None, 
         More settings the checkpoint must match (e.g. the shard of the input).
     progress
         Show a progress bar on stderr.
+    annotator_cls
+        The annotator class (default :func:`annotator_class`, i.e. ``DiffMSAnnotator``); a subclass must be
+        importable by name, since worker processes receive it pickled.
 
     Raises
     ------
@@ -140,6 +144,7 @@ def annotate_spectra(spectra, settings: AnnotationSettings, *, checkpoint=None, 
     """
     spectra = list(spectra)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
+    cls = annotator_cls if annotator_cls is not None else annotator_class()
     header = new_header(label, spectra, settings.seed, {**settings.recorded(), **(extra_settings or {})})
     done: dict[int, dict] = {}
     resuming = checkpoint is not None and checkpoint.exists()
@@ -153,7 +158,7 @@ def annotate_spectra(spectra, settings: AnnotationSettings, *, checkpoint=None, 
     if todo:
         sink = CheckpointWriter(checkpoint, None if resuming else header) if checkpoint is not None else None
         try:
-            for index, record in _records(spectra, todo, settings, progress=progress, n_done=len(done)):
+            for index, record in _records(spectra, todo, settings, cls, progress=progress, n_done=len(done)):
                 if sink is not None:
                     sink.append(index, record)
                 done[index] = record
@@ -224,11 +229,10 @@ def annotate_file(input_path, output_path, settings: AnnotationSettings, *, shar
     return annotated
 
 
-def _records(spectra, todo, settings: AnnotationSettings, *, progress: bool, n_done: int):
+def _records(spectra, todo, settings: AnnotationSettings, cls, *, progress: bool, n_done: int):
     """Yield (index, checkpoint record) for every index of ``todo`` (in completion order)."""
     from tqdm import tqdm
 
-    cls = annotator_class()
     options = settings.annotator_options()
     bar = tqdm(total=len(spectra), initial=n_done, unit="spectrum", desc="annotate", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)

@@ -41,15 +41,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-import click
 from rdkit import Chem, DataStructs, rdBase
 from rdkit.Chem import rdFingerprintGenerator, rdMolDescriptors
 
+from .annotator import DiffMSAnnotator
 from .chem.formula import Formula
 from .files import atomic_write_text, plain_value
-from .hookspecs import hookimpl
 from .metadata import read_candidates, status_code
-from .ranking import DEFAULT_RANKING, RANKINGS
 
 logger = logging.getLogger("matchms.diffms")
 
@@ -505,7 +503,9 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
                   limit: int | None = None, compute_mces: bool = True, mces_time_limit: float | None = None,
                   details: list | None = None, ionmode: str | None = None, complete: bool = True,
                   workers: int = 1, ranking: str | None = None, baselines: Sequence[str] = (),
-                  diffms_variant: bool = True, diffms_mces: bool = False) -> dict:
+                  diffms_variant: bool = True, diffms_mces: bool = False, max_formulas: int = 3,
+                  max_heavy_atoms: int | None = None, threads: int | None = None, checkpoint=None,
+                  resume: bool = False, progress: bool = False) -> dict:
     """Annotate the labelled spectra of ``path`` and compute the MassSpecGym metrics (and the baselines').
 
     Parameters
@@ -526,13 +526,18 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
         Skip MCES (slow) / solver time limit per pair.
     details
         Optional list that receives one dict per spectrum (id, true SMILES, predictions, metrics).
-    workers
-        Processes that annotate contiguous parts of the spectra (one torch thread each) and then compute the
-        MCES metric of interleaved parts. Every spectrum is seeded from its identity, so the predictions and
-        metrics do not depend on ``workers``; ``seconds_per_spectrum`` is the annotation's wall time divided
-        by the number of spectra, ``mces_seconds`` the summed solver time of all processes.
-    ranking
-        Candidate ranking of the annotator (and of ``random-formula-ranked``); default the annotator's.
+    workers, threads
+        Processes that annotate the spectra (:func:`matchms_diffms.batch.annotate_spectra`: one torch thread
+        each, a crashed worker costs one spectrum) and then compute the MCES metric of interleaved parts;
+        torch threads when ``workers`` is 1. Every spectrum is seeded from its identity, so the predictions
+        and metrics do not depend on ``workers``; ``seconds_per_spectrum`` is the annotation's wall time
+        divided by the number of spectra, ``mces_seconds`` the summed solver time of all processes.
+    checkpoint, resume, progress
+        The annotations of ``weights`` are checkpointed in ``checkpoint`` (e.g. ``OUTPUT.partial.jsonl``), and
+        an interrupted evaluation continues from it with ``resume`` (:func:`matchms_diffms.batch.annotate_spectra`).
+    ranking, max_formulas, max_heavy_atoms
+        Annotator options (:class:`matchms_diffms.batch.AnnotationSettings`); ``ranking`` also of
+        ``random-formula-ranked``; default the annotator's.
     baselines
         Baselines evaluated on the same spectra (with ``weights`` as the encoder of ``random-formula-ranked``);
         the result gets their metrics under ``baselines`` and the paired differences model minus baseline,
@@ -549,16 +554,21 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
         ``mces_seconds``; ``baselines`` and ``paired`` when baselines were given.
     """
     spectra = load_labelled_spectra(path, one_per_structure=one_per_structure, limit=limit, ionmode=ionmode)
-    options = dict(n_samples=n_samples, steps=steps, top_k=top_k, seed=seed, complete=complete)
-    if ranking is not None:
-        options["ranking"] = ranking
+    from .batch import AnnotationSettings
+
+    settings = AnnotationSettings(n_samples=n_samples, steps=steps, top_k=top_k, seed=0 if seed is None else seed,
+                                  complete=complete, max_formulas=max_formulas, max_heavy_atoms=max_heavy_atoms,
+                                  workers=workers, threads=threads,
+                                  **({"ranking": ranking} if ranking is not None else {}))
+    run = {"checkpoint": checkpoint, "resume": resume, "progress": progress,
+           "label": f"{path} (one per structure: {one_per_structure}, limit {limit}, ionmode {ionmode})"}
     mces = MCESCache(time_limit=mces_time_limit) if compute_mces else None
     mces100 = MCESCache(threshold=DIFFMS_MCES_THRESHOLD, always_stronger_bound=False,
                         time_limit=mces_time_limit) if diffms_mces else None
     systems = [weights] + [b for b in baselines if b != weights]
     encoder = weights if weights not in BASELINES else "default"
-    runs = {name: _run_system(name, spectra, options, encoder, workers, mces, mces100 if diffms_variant else None,
-                              diffms_variant, seed) for name in systems}
+    runs = {name: _run_system(name, spectra, settings, encoder, mces, mces100 if diffms_variant else None,
+                              diffms_variant, run if name == weights else {}) for name in systems}
     result = _summary(runs[weights], top_k)
     if details is not None:
         for spectrum, preds, metrics in zip(runs[weights]["annotated"], runs[weights]["predictions"],
@@ -607,30 +617,32 @@ def _summary(run: dict, top_k: int) -> dict:
     return out
 
 
-def _run_system(name: str, spectra: list, options: dict, encoder: str, workers: int, mces, mces100,
-                diffms_variant: bool, seed) -> dict:
-    """Predictions and per-spectrum metrics of the model ``name`` or of a baseline on ``spectra``."""
+def _run_system(name: str, spectra: list, settings, encoder: str, mces, mces100, diffms_variant: bool,
+                run: dict) -> dict:
+    """Predictions and per-spectrum metrics of the model ``name`` or of a baseline on ``spectra``; the model
+    runs through :func:`matchms_diffms.batch.annotate_spectra` with the options of ``run`` (checkpoint,
+    resume, progress, label)."""
+    from dataclasses import replace
+
+    from .batch import annotate_spectra
+    from .weights import weights_sha256
+
     start = time.perf_counter()
     sha256 = ranking = sources = None
+    workers = settings.workers
     if name == RANDOM_BASELINE:
-        base = 0 if seed is None else seed
-        predictions = [random_formula_baseline(_true_formula(s), options["top_k"], seed=base + i)
+        predictions = [random_formula_baseline(_true_formula(s), settings.top_k, seed=settings.seed + i)
                        for i, s in enumerate(spectra)]
         annotated = spectra
     else:
-        kind = "random-ranked" if name == RANKED_BASELINE else "model"
-        weights = encoder if kind == "random-ranked" else name
-        if workers > 1 and len(spectra) > 1:
-            annotated, sha256 = _annotate_in_processes(weights, options, spectra, workers, kind)
-        else:
-            annotated, sha256 = _annotate_part(spectra, weights, options, kind, threads=None)
+        ranked_baseline = name == RANKED_BASELINE
+        weights = encoder if ranked_baseline else name
+        annotated = annotate_spectra(spectra, replace(settings, weights=weights),
+                                     annotator_cls=RandomStructureAnnotator if ranked_baseline else None, **run)
+        sha256 = weights_sha256(weights)
         predictions = [_candidate_smiles(s) for s in annotated]
         sources = [c.get("source", "sampled") for s in annotated for c in _candidates(s)]
-        ranking = options.get("ranking")
-        if ranking is None:
-            from .ranking import DEFAULT_RANKING
-
-            ranking = DEFAULT_RANKING
+        ranking = settings.ranking
     seconds = (time.perf_counter() - start) / len(spectra) if spectra else None
     pairs = [(spectrum.get("smiles"), list(preds)) for spectrum, preds in zip(annotated, predictions)]
     if workers > 1 and mces is not None and len(pairs) > 1:
@@ -648,45 +660,18 @@ def _all_metrics(true: str, preds: list, mces, mces100, diffms_variant: bool) ->
     return out
 
 
-def _annotator_class(kind: str):
-    from .annotator import DiffMSAnnotator
+class RandomStructureAnnotator(DiffMSAnnotator):
+    """The model's encoder fingerprint and ranking, with random formula-exact molecules instead of the
+    decoder's samples: the ``random-formula-ranked`` baseline."""
 
-    if kind == "model":
-        return DiffMSAnnotator
-    if kind == "random-ranked":
-        return _random_structure_annotator(DiffMSAnnotator)
-    raise ValueError(f"unknown annotator kind {kind!r}")
-
-
-def _random_structure_annotator(base):
-    class RandomStructures(base):
-        """The model's encoder fingerprint and ranking, with random formula-exact molecules instead of the
-        decoder's samples: the ``random-formula-ranked`` baseline."""
-
-        def _generate(self, atoms, y, formula, generator):
-            from .chem.decoding import random_formula_molecule
-
-            import torch
-
-            rng = random.Random(int(torch.randint(0, 2 ** 62, (1,), generator=generator,
-                                                    device=generator.device)))
-            mols = [m for m in (random_formula_molecule(formula, rng) for _ in range(self.n_samples))
-                    if m is not None]
-            return mols, mols, ["random"] * len(mols)
-
-    return RandomStructures
-
-
-def _annotate_part(spectra: list, weights: str, options: dict, kind: str = "model",
-                   threads: int | None = 1) -> tuple[list, str | None]:
-    """Annotate ``spectra`` in order (worker processes: one torch thread) with the model or a ranked baseline;
-    also returns the sha256 of the weights' tensors (as verified when they were loaded)."""
-    if threads:
+    def _generate(self, atoms, y, formula, generator):
         import torch
 
-        torch.set_num_threads(threads)
-    annotator = _annotator_class(kind).from_pretrained(weights, **options)
-    return list(annotator.annotate_many(spectra)), getattr(annotator, "info", {}).get("sha256")
+        from .chem.decoding import random_formula_molecule
+
+        rng = random.Random(int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=generator.device)))
+        mols = [m for m in (random_formula_molecule(formula, rng) for _ in range(self.n_samples)) if m is not None]
+        return mols, mols, ["random"] * len(mols)
 
 
 def _in_processes(function, parts: list, *args) -> list:
@@ -696,15 +681,6 @@ def _in_processes(function, parts: list, *args) -> list:
 
     with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
         return [f.result() for f in [pool.submit(function, part, *args) for part in parts]]
-
-
-def _annotate_in_processes(weights: str, options: dict, spectra: list, workers: int, kind: str = "model") -> list:
-    """Annotate contiguous parts of ``spectra`` in ``workers`` spawned processes; results in input order."""
-    n = min(workers, len(spectra))
-    bounds = [round(i * len(spectra) / n) for i in range(n + 1)]
-    parts = [spectra[a:b] for a, b in zip(bounds, bounds[1:])]
-    results = _in_processes(_annotate_part, parts, weights, options, kind)
-    return [spectrum for part, _ in results for spectrum in part], results[0][1]
 
 
 def _metrics_part(pairs: list, time_limit: float | None, diffms_mces: bool, diffms_variant: bool) -> tuple:
@@ -742,87 +718,6 @@ def _write_json(data: dict, path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- command
-@click.command("evaluate")
-@click.argument("file", type=click.Path(exists=True))
-@click.option("--weights", "-w", default="default", show_default=True,
-              help=f"Weights name or path, or a baseline alone: '{RANDOM_BASELINE}' (random formula-exact molecules) "
-                   f"or '{RANKED_BASELINE}' (random formula-exact molecules ranked by the default weights' encoder).")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Metrics JSON to write.")
-@click.option("--samples", "n_samples", default=100, show_default=True, type=click.IntRange(1),
-              help="Diffusion samples per spectrum (random molecules per spectrum for the ranked baseline).")
-@click.option("--steps", default=None, type=click.IntRange(1), help="Denoising steps (default: the model's).")
-@click.option("--top-k", default=10, show_default=True, type=click.IntRange(1), help="Candidates kept.")
-@click.option("--limit", default=None, type=click.IntRange(1), help="Evaluate only the first N spectra.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
-@click.option("--all-spectra", is_flag=True,
-              help="Keep every spectrum. Default: one spectrum per structure (the first of each 2D InChIKey), "
-                   "so that structures with many spectra do not dominate.")
-@click.option("--no-mces", is_flag=True, help="Skip the (slow) MCES metric.")
-@click.option("--complete/--no-complete", default=True, show_default=True,
-              help="Constrained decoding of unusable samples (see 'annotate --help').")
-@click.option("--ranking", type=click.Choice(sorted(RANKINGS)), default=None,
-              help=f"Candidate ranking (default: {DEFAULT_RANKING}; 'frequency' is DiffMS's).")
-@click.option("--baseline", "baselines", multiple=True, type=click.Choice(BASELINES),
-              default=BASELINES, show_default=True,
-              help="Baselines evaluated on the same spectra, with paired differences (repeatable).")
-@click.option("--no-baselines", is_flag=True, help="Evaluate the weights only.")
-@click.option("--diffms-mces", is_flag=True,
-              help="Also DiffMS's MCES variant (threshold 100, tautomer-canonical; slow). Its InChI accuracy and "
-                   "tautomer-canonical Tanimoto are always reported (under 'diffms').")
-@click.option("--ionmode", type=click.Choice(["positive", "negative"]), default=None,
-              help="Evaluate only spectra of this polarity.")
-@click.option("--details", type=click.Path(dir_okay=False), default=None,
-              help="Also write per-spectrum predictions and metrics to this JSON file.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-              help="Processes annotating parts of the file (one torch thread each); predictions do not change.")
-@click.option("--threads", type=click.IntRange(1), default=None,
-              help="torch threads of this process when --workers is 1 (default: torch's choice).")
-def evaluate_command(file, weights, output, n_samples, steps, top_k, limit, seed, all_spectra, no_mces, complete,
-                     ranking, baselines, no_baselines, diffms_mces, ionmode, details, workers, threads):
-    """Evaluate de novo annotation of the labelled spectra in FILE (MassSpecGym metrics with bootstrap 95 %
-    intervals, DiffMS's variant, and both random baselines with paired differences).
-
-    One spectrum per structure is kept unless --all-spectra is given."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    rows: list | None = [] if details else None
-    result = evaluate_file(file, weights=weights, n_samples=n_samples, steps=steps, top_k=top_k, seed=seed,
-                           one_per_structure=not all_spectra, limit=limit, compute_mces=not no_mces,
-                           details=rows, ionmode=ionmode, complete=complete, workers=workers, ranking=ranking,
-                           baselines=() if no_baselines else baselines, diffms_mces=diffms_mces)
-    result.update(workers=workers, threads=threads)
-    _write_json(result, Path(output))
-    if details:
-        _write_json({"metrics": result, "spectra": rows}, Path(details))
-    _echo_summary(result)
-
-
-def _fmt(interval: dict) -> str:
-    if interval.get("low") is None:
-        return f"{interval['mean']:.4f}"
-    return f"{interval['mean']:.4f} [{interval['low']:.4f}, {interval['high']:.4f}]"
-
-
-def _echo_summary(result: dict) -> None:
-    click.echo(f"{result['weights']} (sha256 {str(result.get('weights_sha256'))[:12]}), "
-               f"{result['n_spectra']} spectra, ranking {result.get('ranking')}")
-    for key in METRIC_KEYS:
-        if key in result.get("intervals", {}):
-            click.echo(f"{key:22s} {_fmt(result['intervals'][key])}")
-        elif key in result:
-            click.echo(f"{key:22s} {result[key]}")
-    if result.get("decoded_share") is not None:
-        click.echo(f"{'decoded_share':22s} {result['decoded_share']:.4f}")
-    for key, value in result.get("diffms", {}).items():
-        click.echo(f"{'diffms ' + key:22s} {_fmt(value)}")
-    for name, diffs in result.get("paired", {}).items():
-        for key, value in diffs.items():
-            click.echo(f"{name + ': ' + key:50s} {_fmt(value)}")
-
-
 def calibration_pairs(spectra) -> tuple[list[float], list[bool]]:
     """``(raw_scores, correct)`` over every ranked candidate of annotated, labelled spectra.
 
@@ -860,53 +755,3 @@ def check_calibration_input(path, spectra) -> None:
             raise ValueError(f"refusing to calibrate on {path}: spectrum "
                              f"{spectrum.get('spectrum_id') or spectrum.get('title')} belongs to the {fold} fold; "
                              "fit the calibration on the validation fold only")
-
-
-@click.command("calibrate")
-@click.argument("annotated", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="calibration.json to write (put it beside the weights it belongs to).")
-@click.option("--method", type=click.Choice(["isotonic", "platt"]), default="isotonic", show_default=True)
-@click.option("--bins", default=10, show_default=True, type=click.IntRange(2), help="Reliability-table bins.")
-def calibrate_command(annotated, output, method, bins):
-    """Fit the score calibration on ANNOTATED validation spectra (output of 'annotate' on labelled
-    spectra: their SMILES is the truth) and print the reliability table.
-
-    Only the validation fold is accepted: a file named like a training or test fold, or spectra whose 'fold'
-    metadata says train or test, are refused. Without a single correct candidate nothing can be learnt: the
-    raw score is kept (identity calibration, with a note saying so)."""
-    from matchms.importing import load_spectra
-
-    from .ranking import Calibration, expected_calibration_error, fit_calibration, reliability_table
-
-    spectra = list(load_spectra(annotated, metadata_harmonization=False))
-    try:
-        check_calibration_input(annotated, spectra)
-    except ValueError as err:
-        raise click.ClickException(str(err)) from None
-    raw, correct = calibration_pairs(spectra)
-    if not raw:
-        raise click.ClickException(f"{annotated}: no labelled spectrum with candidates")
-    if not any(correct):
-        note = (f"no correct candidate among {len(raw)} candidates of {annotated}: nothing to learn from; "
-                "the raw score is kept (identity calibration)")
-        calibration = Calibration(note=note)
-        click.echo(f"warning: {note}", err=True)
-    else:
-        calibration = fit_calibration(raw, correct, method=method, note=f"fitted on {Path(annotated).name}")
-    calibration.save(output)
-    calibrated = [calibration(r) for r in raw]
-    click.echo(f"{len(raw)} candidates, {sum(correct)} correct; ECE raw {expected_calibration_error(raw, correct, bins):.4f}"
-               f" -> calibrated {expected_calibration_error(calibrated, correct, bins):.4f}")
-    click.echo("| score bin | candidates | mean score | fraction correct |")
-    click.echo("| --- | --- | --- | --- |")
-    for row in reliability_table(calibrated, correct, bins):
-        if row["n"]:
-            click.echo(f"| {row['bin_low']:.1f}-{row['bin_high']:.1f} | {row['n']} | {row['mean_score']:.3f} | "
-                       f"{row['accuracy']:.3f} |")
-
-
-@hookimpl
-def diffms_register_commands(cli):
-    cli.add_command(evaluate_command)
-    cli.add_command(calibrate_command)

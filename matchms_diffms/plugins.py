@@ -8,8 +8,8 @@ registered through the very same hooks:
   (``trylast``), each a plugin of its own so that it can be blocked;
 * ``matchms_diffms.writers``: the ``.mgf``, ``.msp``, ``.json`` and ``.tsv`` output writers;
 * ``matchms_diffms.weights``: named weights and the model loader;
-* ``matchms_diffms.report``, ``matchms_diffms.evaluate``, ``matchms_diffms.train.cli``: extra commands
-  (``diffms_register_commands``).
+* ``matchms_diffms.commands.weights``, ``.commands.report``, ``.commands.evaluate``, ``matchms_diffms.train.cli``:
+  extra commands (``diffms_register_commands``).
 
 The modules of the last two items are optional (:data:`OPTIONAL_BUILTIN_MODULES`): one that cannot be
 imported is skipped with a warning. A new built-in command module is added to that tuple.
@@ -52,8 +52,9 @@ LOAD_PLUGINS_ENV = "MATCHMS_DIFFMS_LOAD_PLUGINS"
 # Built-in modules that implement hooks (weights, extra commands); registered when importable.
 OPTIONAL_BUILTIN_MODULES = (
     "matchms_diffms.weights",
-    "matchms_diffms.report",
-    "matchms_diffms.evaluate",
+    "matchms_diffms.commands.weights",
+    "matchms_diffms.commands.report",
+    "matchms_diffms.commands.evaluate",
     "matchms_diffms.train.cli",
 )
 

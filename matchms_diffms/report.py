@@ -5,7 +5,7 @@ of every spectrum is inline SVG drawn here, candidate structures are inline SVG 
 (``rdMolDraw2D.MolDraw2DSVG``). Per spectrum: id, formula and its source, adduct, status, and the ranked
 candidates with score, count, frequency and Tanimoto to the predicted fingerprint.
 
-Command line (registered through the ``diffms_register_commands`` hook of this module)::
+Command line (:mod:`matchms_diffms.commands.report`)::
 
     matchms-diffms report annotated.mgf -o report.html
 """
@@ -20,12 +20,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-import click
 import numpy as np
 
 from .metadata import read_annotation, spectrum_label, status_code
 from .files import atomic_write_text
-from .hookspecs import hookimpl
 
 logger = logging.getLogger("matchms.diffms")
 
@@ -272,32 +270,4 @@ def write_report(spectra: Iterable, path, title: str = "matchms-diffms report") 
     return atomic_write_text(path, render_report(spectra, title))
 
 
-def load_annotated(path) -> list:
-    """Read annotated spectra from any file matchms can load (``.mgf``, ``.msp``, ``.json``, ...)."""
-    from matchms.importing import load_spectra
-
-    return list(load_spectra(str(path)))
-
-
-# ---------------------------------------------------------------------------------------------- command
-@click.command("report")
-@click.argument("annotated", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", "output", default="report.html", show_default=True,
-              type=click.Path(dir_okay=False), help="HTML file to write.")
-@click.option("--title", default=None, help="Page title (default: the input file name).")
-def report_command(annotated, output, title):
-    """Write an HTML report (spectra, structures, scores) for an ANNOTATED file (.mgf/.msp/.json)."""
-    try:
-        spectra = load_annotated(annotated)
-    except Exception as err:   # any reader error becomes a one-line message, not a traceback
-        raise click.ClickException(f"cannot read {annotated}: {type(err).__name__}: {err}") from None
-    out = write_report(spectra, output, title or f"matchms-diffms report: {Path(annotated).name}")
-    click.echo(f"wrote {out} ({len(spectra)} spectra)")
-
-
-@hookimpl
-def diffms_register_commands(cli):
-    cli.add_command(report_command)
-
-
-__all__ = ["write_report", "render_report", "peaks_svg", "molecule_svg", "load_annotated", "report_command"]
+__all__ = ["write_report", "render_report", "peaks_svg", "molecule_svg"]

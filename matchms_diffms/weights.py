@@ -21,8 +21,6 @@ import os
 import threading
 from pathlib import Path
 
-import click
-
 from .files import atomic_write, atomic_write_text, sha256_file
 from .hookspecs import hookimpl
 from .model.config import DiffMSConfig
@@ -159,6 +157,18 @@ def check_weights(name_or_path: str | Path) -> Path:
     return path
 
 
+def weights_sha256(name_or_path: str | Path) -> str | None:
+    """sha256 of the tensors of named or given weights without loading them: of ``model.safetensors`` for our
+    folders (checked against ``config.json``), of the file for an official checkpoint; None for a format a
+    plugin loads."""
+    path = resolve(name_or_path)
+    if _is_ours(path):
+        return verify_weights_dir(path)[1]
+    if path.is_dir() or not _is_official(path):
+        return None
+    return sha256_file(Path(str(path).split("::", 1)[0]))
+
+
 def describe_weights(path: str | Path) -> dict:
     """Size, sha256 and state of one weights folder or checkpoint file, for ``weights list``.
 
@@ -275,51 +285,6 @@ def diffms_weight_sources():
     return sources
 
 
-@hookimpl
-def diffms_register_commands(cli):
-    @cli.group("weights")
-    def weights_group():
-        """Inspect and convert model weights."""
-
-    @weights_group.command("convert")
-    @click.argument("checkpoint", type=click.Path(dir_okay=False))
-    @click.option("--config", "config_json", type=click.Path(exists=True, dir_okay=False),
-                  help="JSON with DiffMSConfig fields the checkpoint cannot tell (edge_marginals, "
-                       "max_n_nodes, atom_types, ...).")
-    @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
-                  help="Folder to write model.safetensors + config.json into.")
-    def convert(checkpoint, config_json, out_dir):
-        """Convert an official DiffMS CHECKPOINT (.ckpt, .ckpt.gz, diffms_checkpoints.tar.gz[::member])
-        into matchms-diffms weights (safetensors + config.json with sha256)."""
-        try:
-            overrides = json.loads(Path(config_json).read_text()) if config_json else None
-            out = convert_checkpoint(checkpoint, out_dir, overrides)
-        except (WeightsError, json.JSONDecodeError) as err:
-            raise click.ClickException(str(err)) from None
-        click.echo(f"wrote {out}/model.safetensors and {out}/config.json")
-
-    @weights_group.command("list")
-    def list_weights():
-        """List the named weights that are available: name, size and sha256 of the tensor file, the check
-        of a weights folder (sha256 against config.json: "ok" or the problem), and the path."""
-        from .plugins import weight_sources
-
-        click.echo("name\tsize_MB\tsha256\tcheck\tpath")
-        for name, path in sorted(weight_sources().items()):
-            d = describe_weights(path)
-            size = "-" if d["size"] is None else f"{d['size'] / 1e6:.1f}"
-            click.echo(f"{name}\t{size}\t{d['sha256'] or '-'}\t{d['check']}\t{path}")
-
-    @weights_group.command("verify")
-    @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-    def verify(folder):
-        """Check a weights FOLDER: sha256, config and tensor layout."""
-        try:
-            _, info = load_weights_dir(folder)
-        except WeightsError as err:
-            raise click.ClickException(str(err)) from None
-        click.echo(f"ok {info['name']} sha256={info['sha256']}")
-
-
 __all__ = ["WeightsError", "load_model", "save_weights", "load_weights_dir", "verify_weights_dir",
-           "convert_checkpoint", "resolve", "check_weights", "describe_weights", "shipped_weights_dir"]
+           "convert_checkpoint", "resolve", "check_weights", "describe_weights", "shipped_weights_dir",
+           "weights_sha256"]

@@ -150,14 +150,13 @@ class FakeAnnotator:
     def __init__(self):
         self.seen = []
 
-    def annotate_many(self, spectra):
-        for s in spectra:
-            assert s.get("smiles") is None and s.get("inchikey") is None, "labels leaked into the query"
-            self.seen.append(s.get("formula"))
-            out = s.clone()
-            smiles = {"C2H6O": ["COC", "CCO"], "C2H4O2": ["CC(=O)O"]}.get(s.get("formula"), [])
-            out.set("diffms_candidates", json.dumps([{"smiles": x, "score": 0.5} for x in smiles]))
-            yield out
+    def annotate(self, s):
+        assert s.get("smiles") is None and s.get("inchikey") is None, "labels leaked into the query"
+        self.seen.append(s.get("formula"))
+        out = s.clone()
+        smiles = {"C2H6O": ["COC", "CCO"], "C2H4O2": ["CC(=O)O"]}.get(s.get("formula"), [])
+        out.set("diffms_candidates", json.dumps([{"smiles": x, "score": 0.5} for x in smiles]))
+        return out
 
 
 @pytest.mark.parametrize("blind", [False, True])

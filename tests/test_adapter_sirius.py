@@ -146,26 +146,25 @@ class FakeAnnotator:
     def __init__(self, options):
         self.options = options
 
-    def annotate_many(self, spectra):
+    def annotate(self, s):
         from matchms_diffms.chem.molecules import inchikey
         from matchms_diffms.plugins import formula_candidates
 
         context = {"max_formulas": self.options["max_formulas"], **self.options["formula_context"]}
-        for s in spectra:
-            out = s.clone()
-            cands = formula_candidates(s, context)
-            found = [{"smiles": self.structures[c.formula.hill()], "formula": c.formula.hill(), "score": 0.5,
-                      "count": 1, "inchikey": inchikey(self.structures[c.formula.hill()])}
-                     for c in cands if c.formula.hill() in self.structures]
-            out.set("diffms_candidates", json.dumps(found))
-            out.set("diffms_status", "ok")
-            out.set("diffms_formula_source", cands[0].source if cands else None)
-            out.set("diffms_adduct", cands[0].adduct.name if cands else None)
-            yield out
+        out = s.clone()
+        cands = formula_candidates(s, context)
+        found = [{"smiles": self.structures[c.formula.hill()], "formula": c.formula.hill(), "score": 0.5,
+                  "count": 1, "inchikey": inchikey(self.structures[c.formula.hill()])}
+                 for c in cands if c.formula.hill() in self.structures]
+        out.set("diffms_candidates", json.dumps(found))
+        out.set("diffms_status", "ok")
+        out.set("diffms_formula_source", cands[0].source if cands else None)
+        out.set("diffms_adduct", cands[0].adduct.name if cands else None)
+        return out
 
 
 def test_sirius_annotate_command_wires_the_formulas(monkeypatch, tmp_path):
-    from matchms_diffms import annotator
+    from matchms_diffms import annotator, cli_options
 
     made = []
 
@@ -174,6 +173,7 @@ def test_sirius_annotate_command_wires_the_formulas(monkeypatch, tmp_path):
         return FakeAnnotator(options)
 
     monkeypatch.setattr(annotator.DiffMSAnnotator, "from_pretrained", staticmethod(fake_from_pretrained))
+    monkeypatch.setattr(cli_options, "check_weights_early", lambda weights: None)    # "mine" is the fake's
     out, ann = tmp_path / "denovo.tsv", tmp_path / "annotated.json"
     result = CliRunner().invoke(cli_group(), ["sirius-annotate", str(SIRIUS_MGF), "--sirius-dir", str(SIRIUS6),
                                               "-o", str(out), "--annotated", str(ann), "--samples", "7",

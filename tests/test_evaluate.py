@@ -1,8 +1,6 @@
 """Tests of the evaluation harness (MassSpecGym de novo metrics, random baseline, evaluate_file, CLI)."""
 import json
-import sys
 import time
-import types
 from pathlib import Path
 
 import click
@@ -187,7 +185,7 @@ def test_evaluate_file_one_per_structure_and_limit(tmp_path):
 
 
 class _FakeAnnotator:
-    """Stands in for DiffMSAnnotator (contract: from_pretrained(...), annotate_many -> annotated clones)."""
+    """Stands in for DiffMSAnnotator (contract: from_pretrained(...), annotate(spectrum) -> annotated clone)."""
 
     calls = {}
 
@@ -199,23 +197,23 @@ class _FakeAnnotator:
         cls.calls = dict(kwargs, name=name_or_path)
         return cls(as_json=name_or_path == "json")
 
-    def annotate_many(self, spectra):
-        for s in spectra:
-            out = s.clone()
-            cands = [{"smiles": SALICYLIC, "score": 0.6}, {"smiles": s.get("smiles"), "score": 0.4}]
-            out.set("diffms_candidates", json.dumps(cands) if self.as_json else cands)
-            out.set("diffms_status", "ok")
-            yield out
+    def annotate(self, s):
+        out = s.clone()
+        cands = [{"smiles": SALICYLIC, "score": 0.6}, {"smiles": s.get("smiles"), "score": 0.4}]
+        out.set("diffms_candidates", json.dumps(cands) if self.as_json else cands)
+        out.set("diffms_status", "ok")
+        return out
 
 
 @pytest.mark.parametrize("name", ["list", "json"])
 def test_evaluate_file_reads_annotator_candidates(monkeypatch, name):
-    fake = types.ModuleType("matchms_diffms.annotator")
-    fake.DiffMSAnnotator = _FakeAnnotator
-    monkeypatch.setitem(sys.modules, "matchms_diffms.annotator", fake)
+    from matchms_diffms import batch
+
+    monkeypatch.setattr(batch, "annotator_class", lambda: _FakeAnnotator)
     res = ev.evaluate_file(FIXTURES / "massbank_small.mgf", weights=name, n_samples=7, steps=3, top_k=5,
                            seed=11, compute_mces=False)
-    assert _FakeAnnotator.calls == {"name": name, "n_samples": 7, "steps": 3, "top_k": 5, "seed": 11, "complete": True}
+    assert _FakeAnnotator.calls == {"name": name, "n_samples": 7, "steps": 3, "top_k": 5, "seed": 11,
+                                    "max_formulas": 3, "complete": True}
     assert res["top1_accuracy"] == 0.0 and res["top10_accuracy"] == 1.0
     assert res["validity"] == 1.0 and res["formula_match"] == 0.5
     assert res["status_counts"] == {"ok": 3}
@@ -226,7 +224,9 @@ def test_cli_evaluate_via_hook(tmp_path):
     def cli():
         pass
 
-    ev.diffms_register_commands(cli)
+    from matchms_diffms.commands import evaluate as evaluate_commands
+
+    evaluate_commands.diffms_register_commands(cli)
     assert "evaluate" in cli.commands
     out = tmp_path / "metrics.json"
     result = CliRunner().invoke(cli, ["evaluate", str(FIXTURES / "massbank_small.mgf"), "--weights",

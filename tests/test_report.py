@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from matchms import Spectrum
 from matchms.exporting import save_as_mgf
 
-from matchms_diffms.report import molecule_svg, peaks_svg, render_report, report_command, write_report
+from matchms_diffms.commands.report import report_command
+from matchms_diffms.report import molecule_svg, peaks_svg, render_report, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -114,7 +115,7 @@ def test_write_report_and_command_from_mgf(tmp_path):
 def test_command_is_registered_through_the_hook():
     import click
 
-    from matchms_diffms import report
+    from matchms_diffms.commands import report
 
     @click.group()
     def cli():

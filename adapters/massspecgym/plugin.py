@@ -44,7 +44,7 @@ from pathlib import Path
 
 import click
 
-from matchms_diffms.hookspecs import hookimpl
+from matchms_diffms import annotation_options, hookimpl
 
 from .._io import write_annotated, write_file_atomic, write_text_atomic
 
@@ -284,27 +284,26 @@ def evaluate_prediction_file(predictions_path, labels_path, fold: str | None = N
 @click.option("--limit", default=None, type=click.IntRange(1), help="At most this many spectra.")
 @click.option("--without-formula", is_flag=True,
               help="Hide the true formula (de novo without formula; formulas come from mass decomposition).")
-@click.option("--weights", "-w", default="default", show_default=True, help="Weights name or path.")
-@click.option("--samples", "n_samples", default=100, show_default=True, type=click.IntRange(1),
-              help="Diffusion samples per formula.")
-@click.option("--steps", default=None, type=click.IntRange(1), help="Reverse diffusion steps (default: the model's).")
-@click.option("--top-k", default=10, show_default=True, type=click.IntRange(1), help="Predictions per spectrum.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--annotated", type=click.Path(dir_okay=False), default=None,
               help="Also write the annotated spectra (.mgf, .json, ...).")
-def msg_predict(tsv, output, fold, limit, without_formula, weights, n_samples, steps, top_k, seed, annotated):
-    """Predict structures for the spectra of a MassSpecGym TSV and write MassSpecGym-style predictions."""
-    from matchms_diffms import DiffMSAnnotator
+@annotation_options
+def msg_predict(tsv, output, fold, limit, without_formula, annotated, settings, resume, progress):
+    """Predict structures for the spectra of a MassSpecGym TSV and write MassSpecGym-style predictions.
+
+    Progress is checkpointed in OUTPUT.partial.jsonl (rerun with --resume after an interruption)."""
+    from matchms_diffms import annotate_spectra, checkpoint_path_for, finish_checkpoint
 
     spectra = read_massspecgym(tsv, fold=fold, limit=limit)
     if not spectra:
         raise click.ClickException(f"{tsv}: no spectra" + (f" in fold {fold!r}" if fold else ""))
-    annotator = DiffMSAnnotator.from_pretrained(weights, n_samples=n_samples, steps=steps, top_k=top_k, seed=seed)
     queries = [query_spectrum(s, with_formula=not without_formula) for s in spectra]
+    checkpoint = checkpoint_path_for(output)
     start = time.perf_counter()
-    results = list(annotator.annotate_many(queries))
+    results = annotate_spectra(queries, settings, checkpoint=checkpoint, resume=resume, label=str(tsv),
+                               extra_settings={"fold": fold, "limit": limit, "without_formula": without_formula},
+                               progress=progress)
     seconds = time.perf_counter() - start
-    rows = [(s.get("identifier"), predicted_smiles(r, top_k)) for s, r in zip(spectra, results)]
+    rows = [(s.get("identifier"), predicted_smiles(r, settings.top_k)) for s, r in zip(spectra, results)]
     write_predictions(rows, output)
     n_with = sum(1 for _, p in rows if p)
     click.echo(f"wrote predictions for {len(rows)} spectra ({n_with} with structures) to {output} "
@@ -315,6 +314,7 @@ def msg_predict(tsv, output, fold, limit, without_formula, weights, n_samples, s
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--annotated") from None
         click.echo(f"wrote {len(results)} annotated spectra to {annotated}")
+    finish_checkpoint(checkpoint)
 
 
 @click.command("msg-evaluate")

@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subformula-tol", type=float, default=0.02,
                    help="sub-formula tolerance: < 1 is m/z (MZmine's value), >= 1 is ppm")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (CPU when CUDA is not available)")
-    p.add_argument("--batch-size", type=int, default=8, help="rows taken at a time (results do not depend on it)")
+    p.add_argument("--batch-size", type=int, default=8, help="accepted from MZmine's module; no effect (every row is annotated on its own)")
     p.add_argument("--subformula-beam", type=int, default=None, help="accepted for old MZmine builds; ignored")
     p.add_argument("--n-samples", type=int, default=None,
                    help=f"diffusion samples per row (default ${ENV_SAMPLES} or top-k, as MZmine's runner)")
@@ -687,8 +687,7 @@ def load_annotator(weights: str, args):
     from matchms_diffms import DiffMSAnnotator
 
     annotator = DiffMSAnnotator.from_pretrained(weights, n_samples=args.n_samples, steps=args.steps,
-                                                top_k=args.top_k, seed=args.seed, max_formulas=1,
-                                                batch_size=args.batch_size)
+                                                top_k=args.top_k, seed=args.seed, max_formulas=1)
     annotator.model.to(args.device)
     return annotator
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import click
 
-from matchms_diffms.hookspecs import hookimpl
+from matchms_diffms import annotation_options, hookimpl, spectrum_id
 
 from .._io import write_annotated, write_text_atomic
 
@@ -298,8 +298,7 @@ def write_denovo_table(spectra, path, sirius_table: dict[str, list[SiriusFormula
     for spectrum in spectra:
         if spectrum is None:
             continue
-        fid = str(spectrum.get("feature_id") or spectrum.get("scans") or "")
-        rows.extend(denovo_rows(spectrum, sirius_table.get(fid)))
+        rows.extend(denovo_rows(spectrum, sirius_table.get(spectrum_id(spectrum) or "")))
     def write(fh):
         writer = csv.DictWriter(fh, fieldnames=list(DENOVO_COLUMNS + EXTRA_COLUMNS), delimiter="\t",
                                 lineterminator="\n")
@@ -318,9 +317,9 @@ def load_input_spectra(path) -> list:
         from ..mzmine.fbmn import read_mzmine_mgf
 
         return read_mzmine_mgf(path)
-    from matchms.importing import load_spectra
+    from matchms_diffms import read_spectra
 
-    return [s for s in load_spectra(str(path)) if s is not None]
+    return read_spectra(path)
 
 
 @click.command("sirius-annotate")
@@ -331,33 +330,30 @@ def load_input_spectra(path) -> list:
               help="De novo structure table to write (denovo_structure_identifications.tsv layout).")
 @click.option("--annotated", type=click.Path(dir_okay=False), default=None,
               help="Also write the annotated spectra (.mgf, .msp, .json, ...).")
-@click.option("--weights", "-w", default="default", show_default=True, help="Weights name or path.")
-@click.option("--samples", "n_samples", default=100, show_default=True, type=click.IntRange(1),
-              help="Diffusion samples per formula.")
-@click.option("--steps", default=None, type=click.IntRange(1), help="Reverse diffusion steps (default: the model's).")
-@click.option("--top-k", default=10, show_default=True, type=click.IntRange(1), help="Candidates kept per spectrum.")
-@click.option("--max-formulas", default=3, show_default=True, type=click.IntRange(1),
-              help="SIRIUS formula ranks tried per spectrum.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
-def sirius_annotate(spectra, sirius, output, annotated, weights, n_samples, steps, top_k, max_formulas, seed):
+@annotation_options
+def sirius_annotate(spectra, sirius, output, annotated, settings, resume, progress):
     """Annotate SPECTRA using SIRIUS formula identifications; write a SIRIUS-style de novo table.
 
     SPECTRA is typically MZmine's SIRIUS export (.mgf: MS1 blocks are skipped, the MS2 blocks of a feature
-    merged); any matchms-readable file works. SIRIUS' mappingFeatureId is matched to FEATURE_ID.
+    merged); any matchms-readable file works. SIRIUS' mappingFeatureId is matched to FEATURE_ID. The
+    --max-formulas best SIRIUS formulas of a feature are tried. Progress is checkpointed in
+    OUTPUT.partial.jsonl (rerun with --resume after an interruption).
     """
-    from matchms_diffms import DiffMSAnnotator
+    from dataclasses import replace
+
+    from matchms_diffms import annotate_spectra, checkpoint_path_for, finish_checkpoint
 
     table = read_formula_identifications(sirius)
     spectra_list = load_input_spectra(spectra)
-    ids = {str(s.get("feature_id") or s.get("scans") or "") for s in spectra_list}
+    ids = {spectrum_id(s) for s in spectra_list}
     matched = len(ids & set(table))
     click.echo(f"{len(spectra_list)} spectra, SIRIUS formulas for {len(table)} features ({matched} matched)")
     if matched == 0 and table:
         click.echo("warning: no SIRIUS feature id matches a spectrum's FEATURE_ID", err=True)
-    annotator = DiffMSAnnotator.from_pretrained(weights, n_samples=n_samples, steps=steps, top_k=top_k, seed=seed,
-                                                max_formulas=max_formulas,
-                                                formula_context={"sirius_formulas": sirius_formula_context(table)})
-    results = list(annotator.annotate_many(spectra_list))
+    settings = replace(settings, formula_context={"sirius_formulas": sirius_formula_context(table)})
+    checkpoint = checkpoint_path_for(output)
+    results = annotate_spectra(spectra_list, settings, checkpoint=checkpoint, resume=resume, label=str(spectra),
+                               progress=progress)
     n = write_denovo_table(results, output, table)
     click.echo(f"wrote {n} structure rows to {output}")
     if annotated:
@@ -366,6 +362,7 @@ def sirius_annotate(spectra, sirius, output, annotated, weights, n_samples, step
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--annotated") from None
         click.echo(f"wrote {len(results)} annotated spectra to {annotated}")
+    finish_checkpoint(checkpoint)
 
 
 @hookimpl
