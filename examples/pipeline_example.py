@@ -33,7 +33,7 @@ def build_workflow(weights: str, n_samples: int, steps: int | None, seed: int, t
     from matchms.filtering.default_pipelines import BASIC_FILTERS
     from matchms.Pipeline import create_workflow
 
-    from matchms_diffms.filters import formula_safe_filters, processing_step
+    from matchms_diffms import formula_safe_filters, processing_step
 
     if filters == "basic":
         cleaning = list(BASIC_FILTERS) + ["normalize_intensities", "require_precursor_mz"]
@@ -70,8 +70,7 @@ def main(argv=None) -> int:
 
     from matchms.Pipeline import Pipeline
 
-    from matchms_diffms import read_annotation
-    from matchms_diffms.report import write_report
+    from matchms_diffms import read_annotation, write_report
 
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@ Annotating spectra
 matchms glue
     :func:`annotate_de_novo` (a matchms filter), :func:`processing_step`, :func:`formula_safe_filters`.
 Many spectra, reliably (what every command uses)
-    :func:`read_spectra`, :class:`InputError`, :class:`RunError` (reading spectrum files);
+    :func:`read_spectra`, :func:`write_spectra` (by extension, atomically), :class:`InputError`,
+    :class:`RunError`;
     :class:`AnnotationSettings`, :func:`annotate_spectra` (resumable, crash-tolerant runs in worker processes),
     :func:`checkpoint_path_for`, :func:`finish_checkpoint`; for click commands :func:`annotation_options`
     (the shared options) and :func:`command_errors` (exit codes).
@@ -51,6 +52,7 @@ _PUBLIC = {
     "OutputError": "files",
     "hookimpl": "hookspecs",
     "read_spectra": "io",
+    "write_spectra": "io",
     "InputError": "io",
     "RunError": "io",
     "AnnotationSettings": "batch",

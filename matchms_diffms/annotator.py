@@ -13,7 +13,7 @@ One spectrum flows through these steps::
                        and the last step's clean-graph probabilities
                        RDKit molecules; valid = sanitizes and one fragment
                        FORMULA-EXACT filter: the molecule's formula, implicit H included, must equal the
-                       neutral formula (the reference does not check H; section 18 of the model spec)
+                       neutral formula (official DiffMS only fixes the heavy atoms, not the hydrogens)
                        CONSTRAINED DECODING (``complete=True``, default): every other sample is replaced by
                        the most probable formula-exact molecule under its probabilities
                        (chem.decoding.decode_formula_exact); ``complete=False`` drops it (DiffMS)

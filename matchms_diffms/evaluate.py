@@ -1,6 +1,6 @@
 """Evaluation of de novo structure generation with the MassSpecGym metrics.
 
-Definitions (docs: evaluation.md section 1.1, the project's primary definition). Per spectrum, given the true
+Definitions (those of the MassSpecGym de novo benchmark, Bushuiev et al. 2024). Per spectrum, given the true
 SMILES and the model's ranked list of predicted SMILES (``None`` or unparsable entries allowed, list order used
 as is, no de-duplication):
 

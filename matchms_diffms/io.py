@@ -22,7 +22,8 @@ logger = logging.getLogger("matchms.diffms")
 
 INPUT_FORMATS = {".mgf": "mgf", ".msp": "msp", ".json": "json", ".mzml": "mzml", ".mzxml": "mzxml"}
 
-__all__ = ["InputError", "RunError", "INPUT_FORMATS", "read_spectra", "check_input", "output_writer", "one_line"]
+__all__ = ["InputError", "RunError", "INPUT_FORMATS", "read_spectra", "write_spectra", "check_input",
+           "output_writer", "one_line"]
 
 
 class InputError(Exception):
@@ -80,6 +81,21 @@ def output_writer(output_path, input_path=None):
     if not folder.is_dir():
         raise InputError(f"cannot write {output_path}: folder {folder} does not exist")
     return writer
+
+
+def write_spectra(spectra, path) -> Path:
+    """Write spectra with the output writer of the file's extension (``.mgf``, ``.msp``, ``.json``, ``.tsv``
+    or a plugin's format), atomically.
+
+    Raises
+    ------
+    InputError
+        Unknown extension or missing folder.
+    matchms_diffms.files.OutputError
+        The file cannot be written.
+    """
+    output_writer(path)(list(spectra), path)
+    return Path(path)
 
 
 def read_spectra(path) -> list:

@@ -1,7 +1,7 @@
 """Ranking of generated structures: sample frequency and/or fingerprint agreement, calibrated to [0, 1].
 
-DiffMS ranks the valid samples of one spectrum by how often each structure was generated (spec section
-12.3). That count is not a probability and ignores the encoder's own prediction. Here every unique
+DiffMS ranks the valid samples of one spectrum by how often each structure was generated (official
+DiffMS: the most frequent structures first). That count is not a probability and ignores the encoder's own prediction. Here every unique
 structure (first InChIKey block, i.e. 2D identity) gets
 
 * ``frequency`` = count / n_valid: the fraction of the valid samples that produced it,

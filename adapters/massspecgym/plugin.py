@@ -1,6 +1,6 @@
 """MassSpecGym adapter: annotate a MassSpecGym TSV and evaluate de novo predictions with its metrics.
 
-Input (docs/mzmine-sirius.md section e): ``MassSpecGym.tsv`` with ``identifier``, ``mzs`` / ``intensities``
+Input (the MassSpecGym benchmark's file layout): ``MassSpecGym.tsv`` with ``identifier``, ``mzs`` / ``intensities``
 (comma-joined), ``smiles``, ``inchikey``, ``formula`` (neutral), ``precursor_formula``, ``parent_mass``,
 ``precursor_mz``, ``adduct``, ``instrument_type``, ``collision_energy``, ``fold``, ``simulation_challenge``;
 read with :func:`matchms_diffms.train.data.read_massspecgym_tsv` into matchms spectra. Before annotation the

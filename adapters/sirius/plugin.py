@@ -1,7 +1,7 @@
 """SIRIUS 6 adapter: SIRIUS formula identifications as DiffMS formula candidates, and a de novo structure
 summary in the layout of SIRIUS' ``denovo_structure_identifications.tsv``.
 
-Reading ``formula_identifications*.tsv`` (docs/mzmine-sirius.md section d), leniently across SIRIUS versions:
+Reading ``formula_identifications*.tsv`` (SIRIUS' project summary), leniently across SIRIUS versions:
 
 ========================  ===========================================================================
 feature id                first non-empty of ``mappingFeatureId``, ``providedFeatureId``, ``featureId``,

@@ -2,7 +2,8 @@
 
 Names follow matchms notation (``[M+H]+``, ``[M+NH4]+``, ``[M-H]-``). The official DiffMS encoder knows
 seven positive adducts under slightly different names (``[M+H3N+H]+`` for ``[M+NH4]+``); see
-:func:`official_name` and :data:`OFFICIAL_ADDUCTS` (diffms-model.md, section 2.4).
+:func:`official_name` and :data:`OFFICIAL_ADDUCTS` (the encoder's adduct embedding has one row per entry of
+that list, in that order).
 
 Mass convention (the one of the subformula assignment): ion mass = neutral mass + ``Adduct.mass_shift``, where
 ``mass_shift`` = signed sum of the most-common-isotope masses of the atoms added/removed, minus the electron

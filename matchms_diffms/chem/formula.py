@@ -1,7 +1,8 @@
 """Molecular formulas: parsing, Hill strings, masses, RDBE and the 18-element count vector.
 
 The 18-element order ``ELEMENTS_18`` is the order used everywhere by the DiffMS encoder (MIST formula
-transformer) and by the subformula annotation files (diffms-model.md, section 2.3).
+transformer) and by the subformula annotation files of DiffMS' data preparation: formula vectors of the
+encoder's input tokens are counts in this order.
 
 Examples
 --------

@@ -1,6 +1,6 @@
 """Molecules <-> dense graphs, validity, identifiers, formula checks and Morgan fingerprints (RDKit).
 
-Graph conventions (diffms-model.md sections 6 and 12, conformance README section 7):
+Graph conventions (those of the official DiffMS decoder and its released checkpoints):
 
 * nodes are heavy atoms given as symbols or as indices into an atom vocabulary (official decoder order
   ``C, O, P, N, S, Cl, F, H``); a negative index (or ``None``) marks a padded node, which is skipped;
