@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from matchms_diffms import cli
-from matchms_diffms.weights import sha256_file, shipped_weights_dir
+from matchms_diffms.files import sha256_file
+from matchms_diffms.weights import shipped_weights_dir
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "example_library.mgf"
@@ -72,7 +73,9 @@ def test_weights_are_checked_before_the_input_is_read(tmp_path, monkeypatch):
     def never(path):
         raise AssertionError("the input was read before the weights were checked")
 
-    monkeypatch.setattr(cli, "read_spectra", never)
+    from matchms_diffms import io
+
+    monkeypatch.setattr(io, "read_spectra", never)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "model.safetensors").write_bytes(b"not the tensors config.json describes")
