@@ -207,13 +207,16 @@ class _FakeAnnotator:
 
 @pytest.mark.parametrize("name", ["list", "json"])
 def test_evaluate_file_reads_annotator_candidates(monkeypatch, name):
-    from matchms_diffms import batch
+    from matchms_diffms import batch, weights
 
     monkeypatch.setattr(batch, "annotator_class", lambda: _FakeAnnotator)
+    monkeypatch.setattr(weights, "weights_sha256", lambda name: "f" * 64)       # the fake's weights have no file
     res = ev.evaluate_file(FIXTURES / "massbank_small.mgf", weights=name, n_samples=7, steps=3, top_k=5,
                            seed=11, compute_mces=False)
     assert _FakeAnnotator.calls == {"name": name, "n_samples": 7, "steps": 3, "top_k": 5, "seed": 11,
-                                    "max_formulas": 3, "complete": True}
+                                    "max_formulas": 3, "complete": True, "ranking": "fingerprint",
+                                    "max_heavy_atoms": None}
+    assert res["weights_sha256"] == "f" * 64
     assert res["top1_accuracy"] == 0.0 and res["top10_accuracy"] == 1.0
     assert res["validity"] == 1.0 and res["formula_match"] == 0.5
     assert res["status_counts"] == {"ok": 3}
