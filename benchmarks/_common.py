@@ -119,9 +119,9 @@ def environment(threads: int | None = None) -> dict:
 
 
 def write_json(data: dict, path: Path) -> Path:
+    """Write ``data`` as JSON, atomically (``matchms_diffms.files.atomic_write_text``: fsync, then rename)."""
+    from matchms_diffms.files import atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=1) + "\n")

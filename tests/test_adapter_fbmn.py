@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from matchms import Spectrum
 from matchms.exporting import save_as_mgf
 
+from matchms_diffms import read_spectra
 from matchms_diffms_adapters.mzmine import fbmn, plugin
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adapters"
@@ -140,7 +141,7 @@ def test_local_db_csv_after_mgf_round_trip(tmp_path):
     save_as_mgf(spectra, str(mgf), file_mode="w")
     direct, via_file = tmp_path / "a.csv", tmp_path / "b.csv"
     fbmn.write_local_db_csv(spectra, direct)
-    fbmn.write_local_db_csv(plugin.load_annotated(mgf), via_file)
+    fbmn.write_local_db_csv(read_spectra(mgf), via_file)
     assert direct.read_text() == via_file.read_text()
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from matchms_diffms.hookspecs import hookimpl
+from matchms_diffms import command_errors, hookimpl, read_spectra
 
 from .._io import write_file_atomic
 from .fbmn import read_mzmine_mgf, write_gnps_graphml, write_local_db_csv
@@ -40,13 +40,6 @@ def save_spectra_atomic(spectra, path) -> None:
     if suffix not in savers:
         raise click.BadParameter(f"{path}: use .mgf, .msp or .json", param_hint="-o/--output")
     write_file_atomic(path, savers[suffix])
-
-
-def load_annotated(path) -> list:
-    """Annotated spectra from an ``.mgf``, ``.msp`` or ``.json`` file written by ``matchms-diffms annotate``."""
-    from matchms.importing import load_spectra
-
-    return [s for s in load_spectra(str(path)) if s is not None]
 
 
 @click.command("mzmine-prepare")
@@ -79,7 +72,8 @@ def mzmine_prepare(export, output, keep_scans):
               help="Also write a GNPS-style graphml (top candidate per feature) for MZmine's GNPS results import.")
 def mzmine_export(annotated, output, separator, graphml):
     """Write the DiffMS candidates of ANNOTATED spectra (from 'matchms-diffms annotate') for MZmine."""
-    spectra = load_annotated(annotated)
+    with command_errors():            # an unreadable file: one line, exit code 2
+        spectra = read_spectra(annotated)
     sep = SEPARATORS[separator] if separator else ("\t" if Path(output).suffix.lower() == ".tsv" else ",")
     n = write_local_db_csv(spectra, output, separator=sep)
     click.echo(f"wrote {n} candidate lines for {len(spectra)} spectra to {output}")
