@@ -111,3 +111,29 @@ def test_module_works_without_torch(module):
                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin",
                                  "MATCHMS_DIFFMS_LOAD_PLUGINS": ""})
     assert result.returncode == 0, f"{module} imports torch" + result.stderr[-2000:]
+
+
+def test_public_api_names_resolve_to_their_one_home():
+    import matchms_diffms
+
+    for name in matchms_diffms.__all__:
+        value = getattr(matchms_diffms, name)
+        if name != "__version__":
+            home = matchms_diffms._PUBLIC[name]
+            module = __import__(f"matchms_diffms.{home}", fromlist=[name])
+            assert getattr(module, name) is value, name
+    with pytest.raises(AttributeError):
+        matchms_diffms.not_a_public_name
+
+
+def test_library_modules_hold_no_click():
+    """click lives in cli.py, cli_options.py and commands/ (and train/cli.py, the adapters' plugins)."""
+    click_free = ["io", "batch", "checkpoint", "files", "metadata", "evaluate", "evaluate_decoder", "report",
+                  "weights", "annotator", "filters", "writers", "formula_sources", "plugins", "ranking"]
+    for name in click_free:
+        tree = ast.parse((PACKAGE / f"{name}.py").read_text(encoding="utf-8"))
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                     and not node.level}
+        assert "click" not in imported, name
