@@ -14,7 +14,8 @@ from .adducts import (
     precursor_mz,
 )
 from .decomposition import decompose_mass, passes_golden_rules
-from .formula import ELEMENT_MASSES, ELEMENTS_18, LOWEST_VALENCE, Formula, FormulaError, element_mass, is_element
+from .formula import (ELEMENT_MASSES, ELEMENTS_18, LOWEST_VALENCE, VALENCES, Formula, FormulaError, element_mass,
+                      is_element)
 from .molecules import (
     ATOM_DECODER,
     BOND_CLASSES,
@@ -44,7 +45,7 @@ from .subformulae import (
 
 __all__ = [
     # formula
-    "ELEMENTS_18", "ELEMENT_MASSES", "LOWEST_VALENCE", "Formula", "FormulaError", "element_mass", "is_element",
+    "ELEMENTS_18", "ELEMENT_MASSES", "LOWEST_VALENCE", "VALENCES", "Formula", "FormulaError", "element_mass", "is_element",
     # adducts
     "ELECTRON_MASS", "OFFICIAL_ADDUCTS", "SUPPORTED_ADDUCTS", "Adduct", "UnsupportedAdductError",
     "parse_adduct", "official_name", "official_index", "precursor_mz", "neutral_mass", "ion_formula",

@@ -5,7 +5,7 @@ valid molecule, or one with the wrong hydrogen count. :func:`decode_formula_exac
 most probable under the denoiser's clean-graph probabilities ``p(e_ij = k)`` (classes 0 none, 1 single,
 2 double, 3 triple, 4 aromatic) subject to hard constraints:
 
-* the formula's heavy atoms, neutral, each with an allowed valence (:data:`VALENCES`);
+* the formula's heavy atoms, neutral, each with an allowed valence (:data:`matchms_diffms.chem.formula.VALENCES`);
 * one fragment;
 * the exact hydrogen count of the formula: with valences ``v`` the bond orders between heavy atoms must add
   up to ``B = (sum(v) - H) / 2``; each atom keeps ``v_i - (its bond orders)`` hydrogens (none on an S or P
@@ -41,10 +41,8 @@ import random
 import numpy as np
 from rdkit import Chem, rdBase
 
-from .formula import Formula
+from .formula import VALENCES, Formula
 
-VALENCES = {"C": (4,), "N": (3,), "O": (2,), "S": (2, 4, 6), "P": (3, 5), "F": (1,), "Cl": (1,),
-            "Br": (1,), "I": (1,), "B": (3,), "Si": (4,), "Se": (2, 4, 6), "As": (3, 5)}
 HYPERVALENT = ("S", "P", "Se", "As")      # may carry two multiple bonds (sulfonyl, phosphate)
 MAX_VALENCE_CHOICES = 8
 PROB_FLOOR = 1e-6
@@ -431,5 +429,5 @@ def random_formula_molecule(formula: Formula, rng: random.Random) -> Chem.Mol | 
     return decode_formula_exact(atoms, formula, probs)
 
 
-__all__ = ["VALENCES", "element_valences", "valence_choices", "has_cumulene", "order_log_probs",
+__all__ = ["element_valences", "valence_choices", "has_cumulene", "order_log_probs",
            "decode_formula_exact", "random_formula_molecule", "build_mol"]

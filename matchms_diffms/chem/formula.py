@@ -23,6 +23,7 @@ from rdkit import Chem
 
 __all__ = [
     "LOWEST_VALENCE",
+    "VALENCES",
     "ELEMENTS_18",
     "ELEMENT_MASSES",
     "FormulaError",
@@ -39,9 +40,12 @@ _PERIODIC_TABLE = Chem.GetPeriodicTable()
 # Every element symbol RDKit knows (atomic numbers 1..118).
 _KNOWN_SYMBOLS = frozenset(_PERIODIC_TABLE.GetElementSymbol(z) for z in range(1, 119))
 
-# Lowest common valence of the elements the decoder places and the mass decomposition uses (the bond
-# budget of graph features, the LEWIS/SENIOR rules of the decomposition).
-LOWEST_VALENCE = {"C": 4, "O": 2, "P": 3, "N": 3, "S": 2, "Cl": 1, "F": 1, "H": 1, "Br": 1, "I": 1}
+# Neutral valences allowed for an element in a generated molecule, lowest first (constrained decoding chooses
+# among them; other elements fall back to RDKit's valence list).
+VALENCES = {"C": (4,), "N": (3,), "O": (2,), "S": (2, 4, 6), "P": (3, 5), "F": (1,), "Cl": (1,), "Br": (1,),
+            "I": (1,), "H": (1,), "B": (3,), "Si": (4,), "Se": (2, 4, 6), "As": (3, 5)}
+# The lowest of them: the bond budget of the graph features, the LEWIS/SENIOR rules of the mass decomposition.
+LOWEST_VALENCE = {el: allowed[0] for el, allowed in VALENCES.items()}
 
 # Weights of the ring-plus-double-bond equivalent, RDBE = 1 + 0.5 * sum(weight * count).
 _RDBE_WEIGHTS = {"C": 2, "N": 1, "P": 1, "H": -1, "Cl": -1, "Br": -1, "I": -1, "F": -1}
