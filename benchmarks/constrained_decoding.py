@@ -18,7 +18,9 @@ Each set is ranked with each ranking (``frequency``, ``fingerprint``, ``combined
 ``rank_candidates`` and scored with ``evaluate.spectrum_metrics`` (MCES for the ``--mces-ranking`` only: it is
 slow). Reported: metric means with bootstrap 95 % intervals, paired differences constrained minus random
 completion and constrained minus sampled (intervals), cumulated double bonds in the top-10 candidates per
-source, and an audit of every decoded sample: cumulenes whose probabilities asked for none (must be 0). The raw candidates are kept in the JSON (``spectra``), so the metrics can be recomputed.
+source, and an audit of every decoded sample: cumulenes whose probabilities asked for none (must be 0).
+The result file keeps a per-spectrum summary; ``--candidates-out`` keeps the raw candidates and predicted
+fingerprints (about 2 MB for 50 spectra), from which ``--rescore`` recomputes the metrics.
 """
 from __future__ import annotations
 
@@ -205,7 +207,9 @@ def main(argv=None) -> int:
     parser.add_argument("--old-commit", default="6a35104", help="commit with the earlier chem/repair.py")
     parser.add_argument("--mces-ranking", default="combined", choices=RANKINGS)
     parser.add_argument("--no-mces", action="store_true")
-    parser.add_argument("--rescore", type=Path, default=None, help="recompute the metrics of an earlier output")
+    parser.add_argument("--rescore", type=Path, default=None, help="recompute the metrics of a --candidates-out file")
+    parser.add_argument("--candidates-out", type=Path, default=None,
+                        help="also write the raw candidates and fingerprints here (for --rescore)")
     parser.add_argument("-o", "--output", type=Path, default=RESULTS / "constrained_decoding_val50.json")
     args = parser.parse_args(argv)
     import json
@@ -216,14 +220,24 @@ def main(argv=None) -> int:
     else:
         start = time.perf_counter()
         rows = collect(args.n, args.seed, args.threads, old_repair(args.old_commit), args.weights)
-        data = {"settings": vars(args) | {"output": str(args.output), "rescore": None},
+        data = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                 "environment": environment(), "sampling_seconds": round(time.perf_counter() - start, 1),
                 "spectra": rows}
-        write_json(data, args.output)                                 # the samples are kept before scoring
+        if args.candidates_out:
+            write_json(data, args.candidates_out)                     # the samples are kept before scoring
     data["result"] = score(rows, args.mces_ranking, not args.no_mces)
-    write_json(data, args.output)
+    write_json(summary(data), args.output)
     print(json.dumps(data["result"], indent=1)[:6000])
     return 0
+
+
+def summary(data: dict) -> dict:
+    """The result file: settings, metrics and one short line per spectrum (no candidates, no fingerprints)."""
+    out = {k: v for k, v in data.items() if k != "spectra"}
+    out["spectra"] = [{"index": r["index"], "id": r["id"], "formula": r["formula"], "status": r["status"],
+                       "seconds": r.get("seconds"), "decoded_cumulenes": r.get("decoded_cumulenes"),
+                       "n_candidates": {v: len(c) for v, c in r["candidates"].items()}} for r in data["spectra"]]
+    return out
 
 
 if __name__ == "__main__":

@@ -143,7 +143,6 @@ def layout_2d(mol) -> None:
 def molecule_svg(smiles: str, size=MOL_SIZE) -> str | None:
     """RDKit 2D depiction of ``smiles`` as an inline ``<svg>`` element, ``None`` if it does not parse."""
     from rdkit import Chem
-    from rdkit.Chem import rdDepictor
     from rdkit.Chem.Draw import rdMolDraw2D
 
     mol = Chem.MolFromSmiles(smiles) if smiles else None
