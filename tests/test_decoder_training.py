@@ -9,7 +9,8 @@ from matchms_diffms.model.config import DiffMSConfig
 from matchms_diffms.model.decoder import GraphTransformer
 from matchms_diffms.model.graph_features import network_input
 from matchms_diffms.train.common import parse_duration
-from matchms_diffms.train.decoder import GraphSet, featurize_smiles, load_decoder_state
+from matchms_diffms.train.assembly import load_decoder_state
+from matchms_diffms.train.graphs import GraphSet, featurize_smiles
 
 ATOMS = ["C", "O", "P", "N", "S", "Cl", "F", "H", "Br", "I"]
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C#N", "OC(=O)C=CC(=O)O", "O=C1CCCCC1"]

@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 
 from matchms_diffms.train import common
 from matchms_diffms.train.cli import diffms_register_commands, train_group
-from matchms_diffms.train.decoder import GraphSet, featurize_smiles, init_fold_merge
+from matchms_diffms.train.assembly import init_fold_merge
+from matchms_diffms.train.graphs import GraphSet, featurize_smiles
 from matchms_diffms.train.encoder import fingerprint_losses, fold_or, tanimoto
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -450,7 +451,8 @@ def test_decoder_overfits_four_molecules(tmp_path, tiny_json):
     by 20 %, and the untrained network by half."""
     from matchms_diffms.model.decoder import GraphTransformer
     from matchms_diffms.model.diffusion import NoiseSchedule, edge_marginals
-    from matchms_diffms.train.decoder import diffusion_edge_loss, load_npz
+    from matchms_diffms.train.decoder import diffusion_edge_loss
+    from matchms_diffms.train.graphs import load_npz
     from matchms_diffms.weights import load_weights_dir
 
     smi = tmp_path / "four.smi"

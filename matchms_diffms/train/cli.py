@@ -213,7 +213,7 @@ def assemble_cmd(encoder, decoder, out_dir, default_steps, max_heavy_atoms):
     The merge layer is the fold map from the encoder's fingerprint to the decoder's conditioning
     fingerprint, exact for Morgan fingerprints, so the result annotates without fine-tuning
     (fine-tune it with 'train finetune --init OUTPUT' when there is time)."""
-    from .finetune import assemble_weights
+    from .assembly import assemble_weights
 
     changes = {"default_sampling_steps": default_steps} if default_steps else {}
     if max_heavy_atoms:

@@ -44,7 +44,8 @@ import torch.nn.functional as F
 
 from ..model.config import DiffMSConfig
 from .common import COMMON_DEFAULTS, Dist, TrainTask, build_model_config, make_batches, write_json
-from .decoder import GraphSet, _file_signature, init_fold_merge, load_npz, save_npz
+from .assembly import init_fold_merge
+from .graphs import GraphSet, file_signature, load_npz, save_npz
 
 logger = logging.getLogger("matchms.diffms")
 
@@ -272,8 +273,8 @@ def spectra_dataset(cfg: dict, config: DiffMSConfig, run_dir: Path, dist: Dist, 
     for p in cfg["val"]:
         data.check_source(p, "validation")
     n_bits = int(config.fp_sizes[-1])
-    key = {"version": 1, "kind": kind, "train": [_file_signature(p) for p in cfg["train"]],
-           "val": [_file_signature(p) for p in cfg["val"]], "split_file": cfg.get("split_file"),
+    key = {"version": 1, "kind": kind, "train": [file_signature(p) for p in cfg["train"]],
+           "val": [file_signature(p) for p in cfg["val"]], "split_file": cfg.get("split_file"),
            "adducts": list(config.adducts), "atom_types": list(config.atom_types), "vocab": vars(vocab),
            "n_bits": n_bits, "ppm": cfg["ppm_tol"], "max_spectra": cfg.get("max_spectra")}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]

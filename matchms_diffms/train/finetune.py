@@ -4,7 +4,7 @@ Model = pretrained encoder (``--encoder``: the ``weights/`` folder of a ``train 
 weights) + merge layer Linear(4096 -> cond_dim) + pretrained decoder (``--decoder``: the ``weights/`` folder
 of a ``train decoder`` run). ``--init`` loads a complete model instead (e.g. to continue fine-tuning, or
 an official checkpoint), including its merge layer; ``--encoder``/``--decoder`` given with it replace those
-parts. Without ``--init`` the merge layer starts as the fold map (``decoder.init_fold_merge``): y is then
+parts. Without ``--init`` the merge layer starts as the fold map (``assembly.init_fold_merge``): y is then
 the encoder's 4096-bit fingerprint folded to the 2048 bits the decoder was pretrained on.
 
 Data: training-fold spectra with structures (fold guard as in ``train encoder``), restricted to what the
@@ -18,7 +18,6 @@ Edge marginals: by default those of the decoder run (the noise process the decod
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -27,7 +26,8 @@ import torch
 
 from ..model.config import DiffMSConfig
 from .common import COMMON_DEFAULTS, Dist, TrainTask, build_model_config, make_batches, write_json
-from .decoder import diffusion_edge_loss, init_fold_merge
+from .assembly import DECODER_FIELDS, ENCODER_FIELDS, init_fold_merge, load_full_model
+from .decoder import diffusion_edge_loss
 from .encoder import SpectrumSet, spectra_dataset, tanimoto
 
 logger = logging.getLogger("matchms.diffms")
@@ -54,27 +54,6 @@ DEFAULTS = {
     "workers": 1,
     "cache_dir": None,
 }
-
-ENCODER_FIELDS = ("encoder_hidden", "encoder_layers", "encoder_heads", "magma_modulo", "fp_sizes", "adducts",
-                  "reference_padding")
-DECODER_FIELDS = ("cond_dim", "decoder_layers", "hidden_mlp_X", "hidden_mlp_E", "hidden_mlp_y", "dx", "de", "dy",
-                  "decoder_heads", "dim_ffX", "dim_ffE", "dim_ffy", "atom_types", "n_edge_types",
-                  "diffusion_steps", "edge_marginals", "max_n_nodes", "environment_features",
-                  "environment_radius", "decoder_dropout")
-
-
-def load_full_model(path):
-    """A complete ``DiffMS`` from one of our weights folders or an official checkpoint (train mode)."""
-    from ..official import load_official
-    from ..weights import load_weights_dir
-
-    p = Path(str(path).split("::", 1)[0])
-    if p.is_dir():
-        model, _ = load_weights_dir(p)
-    else:
-        model, _ = load_official(path)
-    return model.train()
-
 
 def assemble_model(cfg: dict):
     """Build the model to fine-tune from ``init`` / ``encoder`` / ``decoder`` (see module doc).
@@ -185,60 +164,4 @@ class FinetuneTask(TrainTask):
         write_model_card(directory, info, self.config)
 
 
-__all__ = ["DEFAULTS", "FinetuneTask", "assemble_model", "load_full_model"]
-
-
-# ------------------------------------------------------------------------------------------ assembling
-def _part_state(source: Path, part: str) -> tuple[dict, dict]:
-    """State dict of ``part`` ("encoder" or "decoder") and the model config, from a weights folder or a
-    training run folder (its newest checkpoint: a run stopped early still gives usable weights)."""
-    from ..weights import load_weights_dir
-    from .common import checkpoint_paths, load_checkpoint
-
-    source = Path(source)
-    if (source / "model.safetensors").is_file():
-        model, _ = load_weights_dir(source)
-        return getattr(model, part).state_dict(), model.config.to_dict()
-    checkpoints = checkpoint_paths(source)
-    if not checkpoints:
-        raise ValueError(f"{source}: neither a weights folder nor a run folder with checkpoints")
-    ckpt = load_checkpoint(checkpoints[-1])
-    config = json.loads((source / "model_config.json").read_text())
-    state = ckpt["model"]
-    prefix = part + "."
-    if any(k.startswith(prefix) for k in state):                     # a complete DiffMS was trained
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    logger.info("%s: %s from %s (step %d)", source, part, checkpoints[-1].name, ckpt["step"])
-    return state, {**config, "_step": int(ckpt["step"])}
-
-
-def assemble_weights(encoder: str | Path, decoder: str | Path, out_dir: str | Path,
-                     info: dict | None = None, **config_changes) -> Path:
-    """Join a trained encoder and a pretrained decoder into one model, with the fold-map merge layer.
-
-    The fold map is exact for Morgan fingerprints (see ``init_fold_merge``), so the pair works without
-    fine-tuning. ``config_changes`` set DiffMSConfig fields such as ``default_sampling_steps``.
-    """
-    from ..model.diffms import DiffMS
-    from ..official import WeightsError, load_state_strict
-    from ..weights import save_weights
-
-    enc_state, enc_cfg = _part_state(Path(encoder), "encoder")
-    dec_state, dec_cfg = _part_state(Path(decoder), "decoder")
-    base = {k: v for k, v in dec_cfg.items() if not k.startswith("_")}
-    base.update({k: enc_cfg[k] for k in ENCODER_FIELDS})
-    base.update(config_changes)
-    model = DiffMS(DiffMSConfig.from_dict(base))
-    if not init_fold_merge(model.merge_function):
-        raise ValueError("the fingerprint size is not a multiple of cond_dim: no fold map")
-    try:
-        load_state_strict(model.encoder, enc_state, f"{encoder} (encoder)")
-        load_state_strict(model.decoder, dec_state, f"{decoder} (decoder)")
-    except WeightsError as err:
-        raise ValueError(str(err)) from None
-    steps = {"encoder_step": enc_cfg.get("_step"), "decoder_step": dec_cfg.get("_step")}
-    return save_weights(model, out_dir, {**(info or {}), "name": Path(out_dir).name,
-                                         "assembled_from": {"encoder": str(encoder), "decoder": str(decoder),
-                                                            **steps},
-                                         "merge": "fold map", "trained": ["encoder", "decoder"],
-                                         "untrained": ["encoder fragment head"]})
+__all__ = ["DEFAULTS", "FinetuneTask", "assemble_model"]

@@ -1,0 +1,140 @@
+"""Putting models together: the fold-map merge layer, loading a starting model, widening a decoder start,
+and joining a trained encoder with a pretrained decoder (``train assemble``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from ..model.config import DiffMSConfig
+
+logger = logging.getLogger("matchms.diffms")
+
+ENCODER_FIELDS = ("encoder_hidden", "encoder_layers", "encoder_heads", "magma_modulo", "fp_sizes", "adducts",
+                  "reference_padding")
+DECODER_FIELDS = ("cond_dim", "decoder_layers", "hidden_mlp_X", "hidden_mlp_E", "hidden_mlp_y", "dx", "de", "dy",
+                  "decoder_heads", "dim_ffX", "dim_ffE", "dim_ffy", "atom_types", "n_edge_types",
+                  "diffusion_steps", "edge_marginals", "max_n_nodes", "environment_features",
+                  "environment_radius", "decoder_dropout")
+
+
+def load_full_model(path):
+    """A complete ``DiffMS`` from one of our weights folders or an official checkpoint (train mode)."""
+    from ..official import load_official
+    from ..weights import load_weights_dir
+
+    p = Path(str(path).split("::", 1)[0])
+    if p.is_dir():
+        model, _ = load_weights_dir(p)
+    else:
+        model, _ = load_official(path)
+    return model.train()
+
+
+def load_decoder_state(model: torch.nn.Module, state: dict, old: DiffMSConfig, new: DiffMSConfig) -> None:
+    """Load a decoder state into ``model``; a start without environment features gains them.
+
+    When ``new`` has ``environment_features`` and ``old`` has not, the first layers of the X and y input MLPs
+    get zero columns for the new inputs (the env columns are appended to X_in and sit just before t in y_in),
+    so the widened network computes exactly what the old one did until training moves those weights.
+    Any other shape difference is an error.
+    """
+    own = model.state_dict()
+    widen = new.environment_features and not old.environment_features
+    for key, value in state.items():
+        target = own[key]
+        if value.shape == target.shape:
+            own[key] = value
+        elif widen and key == "mlp_in_X.0.weight":
+            own[key] = torch.cat([value, value.new_zeros(target.shape[0], target.shape[1] - value.shape[1])], 1)
+        elif widen and key == "mlp_in_y.0.weight":
+            extra = value.new_zeros(target.shape[0], target.shape[1] - value.shape[1])
+            own[key] = torch.cat([value[:, :-1], extra, value[:, -1:]], 1)
+        else:
+            raise ValueError(f"decoder parameter {key}: starting weights have shape {tuple(value.shape)}, the "
+                             f"model {tuple(target.shape)}")
+    model.load_state_dict(own)
+
+
+# ------------------------------------------------------------------------------------------ fold map
+def init_fold_merge(merge: torch.nn.Linear) -> bool:
+    """Initialise the merge layer Linear(fp_bits -> cond_dim) as the fold map W[j, j + k*cond_dim] = 1.
+
+    RDKit's Morgan bit of an environment is its hash modulo the fingerprint length, so the 2048-bit
+    fingerprint is the 4096-bit one folded: bit j of the short one = bit j OR bit j + 2048 of the long one.
+    With a binary 4096-bit input this linear map gives exactly the 2048-bit fingerprint the decoder was
+    pretrained on, except where both halves are set (then 2 instead of 1: a linear layer cannot express OR;
+    such collisions are rare). With encoder probabilities it gives the folded probabilities, so fine-tuning
+    starts from a consistent encoder -> decoder hand-over instead of a random projection.
+
+    Returns False (layer left unchanged) when the input width is not a multiple of the output width.
+    """
+    n_in, n_out = merge.in_features, merge.out_features
+    if n_in % n_out:
+        logger.warning("merge layer %d -> %d is not a fold; keeping its random initialisation", n_in, n_out)
+        return False
+    with torch.no_grad():
+        merge.weight.zero_()
+        cols = torch.arange(n_in)
+        merge.weight[cols % n_out, cols] = 1.0
+        merge.bias.zero_()
+    return True
+
+
+# ------------------------------------------------------------------------------------------ assembling
+def _part_state(source: Path, part: str) -> tuple[dict, dict]:
+    """State dict of ``part`` ("encoder" or "decoder") and the model config, from a weights folder or a
+    training run folder (its newest checkpoint: a run stopped early still gives usable weights)."""
+    from ..weights import load_weights_dir
+    from .common import checkpoint_paths, load_checkpoint
+
+    source = Path(source)
+    if (source / "model.safetensors").is_file():
+        model, _ = load_weights_dir(source)
+        return getattr(model, part).state_dict(), model.config.to_dict()
+    checkpoints = checkpoint_paths(source)
+    if not checkpoints:
+        raise ValueError(f"{source}: neither a weights folder nor a run folder with checkpoints")
+    ckpt = load_checkpoint(checkpoints[-1])
+    config = json.loads((source / "model_config.json").read_text())
+    state = ckpt["model"]
+    prefix = part + "."
+    if any(k.startswith(prefix) for k in state):                     # a complete DiffMS was trained
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    logger.info("%s: %s from %s (step %d)", source, part, checkpoints[-1].name, ckpt["step"])
+    return state, {**config, "_step": int(ckpt["step"])}
+
+
+def assemble_weights(encoder: str | Path, decoder: str | Path, out_dir: str | Path,
+                     info: dict | None = None, **config_changes) -> Path:
+    """Join a trained encoder and a pretrained decoder into one model, with the fold-map merge layer.
+
+    The fold map is exact for Morgan fingerprints (see ``init_fold_merge``), so the pair works without
+    fine-tuning. ``config_changes`` set DiffMSConfig fields such as ``default_sampling_steps``.
+    """
+    from ..model.diffms import DiffMS
+    from ..official import WeightsError, load_state_strict
+    from ..weights import save_weights
+
+    enc_state, enc_cfg = _part_state(Path(encoder), "encoder")
+    dec_state, dec_cfg = _part_state(Path(decoder), "decoder")
+    base = {k: v for k, v in dec_cfg.items() if not k.startswith("_")}
+    base.update({k: enc_cfg[k] for k in ENCODER_FIELDS})
+    base.update(config_changes)
+    model = DiffMS(DiffMSConfig.from_dict(base))
+    if not init_fold_merge(model.merge_function):
+        raise ValueError("the fingerprint size is not a multiple of cond_dim: no fold map")
+    try:
+        load_state_strict(model.encoder, enc_state, f"{encoder} (encoder)")
+        load_state_strict(model.decoder, dec_state, f"{decoder} (decoder)")
+    except WeightsError as err:
+        raise ValueError(str(err)) from None
+    steps = {"encoder_step": enc_cfg.get("_step"), "decoder_step": dec_cfg.get("_step")}
+    return save_weights(model, out_dir, {**(info or {}), "name": Path(out_dir).name,
+                                         "assembled_from": {"encoder": str(encoder), "decoder": str(decoder),
+                                                            **steps},
+                                         "merge": "fold map", "trained": ["encoder", "decoder"],
+                                         "untrained": ["encoder fragment head"]})
