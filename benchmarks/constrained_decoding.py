@@ -81,7 +81,7 @@ def collect(n: int, seed: int, threads: int, old, weights: str) -> list[dict]:
         spectrum = spectra[i]
         ann.captured, ann.fp = None, None
         start = time.perf_counter()
-        out = ann.annotate(spectrum, index=i)
+        out = ann.annotate(spectrum)
         row = {"index": i, "id": spectrum.get("spectrum_id") or spectrum.get("title"), "smiles": spectrum.get("smiles"),
                "formula": spectrum.get("formula"), "status": out.get("diffms_status"), "fp": None,
                "candidates": {v: [] for v in VARIANTS}}
