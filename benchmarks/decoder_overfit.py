@@ -32,7 +32,7 @@ SHARED = ROOT.parent / "shared" / "data" / "molecules" / "metabolites.smi.gz"
 
 
 def load_molecules(path: Path, n: int, min_atoms: int, max_atoms: int, config):
-    from matchms_diffms.train.data import read_smiles
+    from matchms_diffms.labelled import read_smiles
     from matchms_diffms.train.graphs import GraphSet, featurize_smiles
 
     nodes, bonds, fps, iks, smiles = [], [], [], [], []

@@ -14,6 +14,8 @@ Many spectra, reliably (what every command uses)
     :class:`AnnotationSettings`, :func:`annotate_spectra` (resumable, crash-tolerant runs in worker processes),
     :func:`checkpoint_path_for`, :func:`finish_checkpoint`; for click commands :func:`annotation_options`
     (the shared options) and :func:`command_errors` (exit codes).
+Labelled spectra (with their known structure, for evaluation)
+    :func:`read_labelled` (MGF, MassSpecGym TSV or MIST folder), :func:`read_massspecgym_tsv`.
 Results
     :func:`read_annotation` (typed ``diffms_*`` values, also after an MGF/MSP round trip),
     :func:`read_candidates`, :func:`status_code`, :data:`STATUS_CODES`, :data:`METADATA_KEYS`,
@@ -62,6 +64,8 @@ _PUBLIC = {
     "annotation_options": "cli_options",
     "command_errors": "cli_options",
     "FormulaCandidate": "formula_sources",
+    "read_labelled": "labelled",
+    "read_massspecgym_tsv": "labelled",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]

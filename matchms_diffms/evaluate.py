@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import time
 import warnings
 from collections import Counter
@@ -463,7 +462,7 @@ def load_labelled_spectra(path, *, one_per_structure: bool = True, limit: int | 
     none) is kept. ``limit`` caps the number returned. ``ionmode`` ("positive"/"negative") keeps only that
     polarity (selected before one spectrum per structure is picked).
     """
-    from .train.data import read_labelled
+    from .labelled import read_labelled
 
     spectra, seen = [], set()
     dropped = Counter()
@@ -739,13 +738,13 @@ def calibration_pairs(spectra) -> tuple[list[float], list[bool]]:
 def check_calibration_input(path, spectra) -> None:
     """Raise ``ValueError`` unless ``path`` / ``spectra`` can be the validation fold (not train, not test).
 
-    The file name is checked like the trainers do (``train.data.fold_from_name``), plus a ``train`` token;
+    The file name is checked like the trainers do (``labelled.fold_from_name``), plus a ``train`` token;
     each spectrum's ``fold`` metadata, when present, must be a validation fold.
     """
-    from .train.data import fold_from_name
+    from .labelled import fold_from_name, name_tokens
 
     name_fold = fold_from_name(path)
-    tokens = set(re.split(r"[^a-z0-9]+", Path(path).name.lower()))
+    tokens = name_tokens(path)
     if name_fold in ("test", "holdout") or "train" in tokens or "training" in tokens:
         raise ValueError(f"refusing to calibrate on {path}: its name says it is the "
                          f"{name_fold or 'train'} fold; fit the calibration on the validation fold only")

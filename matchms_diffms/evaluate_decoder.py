@@ -59,16 +59,16 @@ def read_molecules(path, *, limit: int | None = None, max_atoms: int | None = No
     from rdkit import Chem, rdBase
 
     from .chem.molecules import inchikey14
-    from .train import data
+    from .labelled import name_tokens, read_labelled, read_smiles
 
     path = Path(path)
-    if {"train", "training"} & set(data._TOKEN_SPLIT.split(path.name.lower())):
+    if {"train", "training"} & name_tokens(path):
         raise ValueError(f"refusing to evaluate the decoder on {path}: its name says it is the training fold")
     name = path.name.lower()
     if name.endswith((".smi", ".smi.gz", ".txt", ".txt.gz")):
-        source = data.read_smiles(path)
+        source = read_smiles(path)
     else:
-        source = (rec.smiles for rec in data.read_labelled(path) if rec.smiles)
+        source = (rec.smiles for rec in read_labelled(path) if rec.smiles)
     vocab = set(atom_types) if atom_types is not None else None
     seen, out, skipped = set(), [], Counter()
     for smi in source:

@@ -98,6 +98,33 @@ def test_import_graph_has_no_new_cycles():
     assert not new, f"import cycles: {[sorted(c) for c in new]}"
 
 
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph[todo.pop()] - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def test_evaluation_does_not_reach_train():
+    """Evaluation reads labelled spectra through ``labelled.py``; nothing it imports, directly or not, is in
+    ``train/`` (the training commands build on evaluation's modules, not the other way round)."""
+    graph = import_graph()
+    for module in ("matchms_diffms.evaluate", "matchms_diffms.evaluate_decoder", "matchms_diffms.labelled"):
+        into_train = {m for m in _reachable(graph, module) if m.startswith("matchms_diffms.train")}
+        assert not into_train, (module, sorted(into_train))
+
+
+def test_adapters_import_nothing_from_train():
+    """The adapters stand on the public facade; no import of theirs names ``matchms_diffms.train``."""
+    for path in (REPO / "adapters").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            assert not any(n.startswith("matchms_diffms.train") for n in names), path
+
+
 def test_metadata_is_a_leaf():
     assert import_graph()["matchms_diffms.metadata"] == set()
 

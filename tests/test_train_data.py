@@ -1,4 +1,5 @@
-"""Tests of the training-data readers, the fold guard, the vocabulary filter and the annotation cache."""
+"""Tests of the labelled-spectra readers (`labelled.py`), the fold guard, the vocabulary filter and the
+annotation cache."""
 import gzip
 import json
 import logging
@@ -12,6 +13,7 @@ import pytest
 from matchms_diffms.chem.formula import Formula
 from matchms_diffms.chem.subformulae import assign_subformulae
 from matchms_diffms.model.config import DiffMSConfig, preset
+from matchms_diffms import labelled as ld
 from matchms_diffms.train import data as td
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -23,7 +25,7 @@ CORE = ("id", "precursor_mz", "adduct", "formula", "smiles", "inchikey", "ionmod
 
 # ----------------------------------------------------------------------------------------------- readers
 def test_read_mgf_fixture():
-    recs = list(td.read_mgf(MGF))
+    recs = list(ld.read_mgf(MGF))
     assert [r.id for r in recs] == ["MSBNK-Test-TS000001", "MSBNK-Test-TS000002", "MSBNK-Test-TS000003"]
     r = recs[0]
     assert r.precursor_mz == 195.0877 and r.adduct == "[M+H]+" and r.formula == "C8H10N4O2"
@@ -46,27 +48,27 @@ def _same_core(a, b):
 
 
 def test_mgf_backends_agree_on_fixture():
-    _same_core(list(td.read_mgf(MGF)), list(td.read_mgf(MGF, backend="matchms")))
+    _same_core(list(ld.read_mgf(MGF)), list(ld.read_mgf(MGF, backend="matchms")))
 
 
 def test_mgf_gzip_and_errors(tmp_path):
     gz = tmp_path / "x.mgf.gz"
     gz.write_bytes(gzip.compress(MGF.read_bytes()))
-    _same_core(list(td.read_mgf(MGF)), list(td.read_labelled(gz)))
+    _same_core(list(ld.read_mgf(MGF)), list(ld.read_labelled(gz)))
     broken = tmp_path / "broken.mgf"
     broken.write_text("BEGIN IONS\nTITLE=a\n100.0 abc\nEND IONS\n")
     with pytest.raises(ValueError, match="broken.mgf:3"):
-        list(td.read_mgf(broken))
+        list(ld.read_mgf(broken))
     unterminated = tmp_path / "open.mgf"
     unterminated.write_text("BEGIN IONS\nTITLE=a\n100.0 1\n")
     with pytest.raises(ValueError, match="no END IONS"):
-        list(td.read_mgf(unterminated))
+        list(ld.read_mgf(unterminated))
     with pytest.raises(ValueError, match="backend"):
-        td.read_mgf(MGF, backend="fast")
+        ld.read_mgf(MGF, backend="fast")
 
 
 def test_read_massspecgym_tsv():
-    recs = list(td.read_labelled(TSV))
+    recs = list(ld.read_labelled(TSV))
     assert [r.id for r in recs] == ["MassSpecGymID0000001", "MassSpecGymID0000002"]
     a, b = recs
     np.testing.assert_array_equal(a.mz, [91.0542, 121.0284, 139.0390, 163.0390])
@@ -79,7 +81,7 @@ def test_read_massspecgym_tsv():
 
 
 def test_read_mist_folder_with_split():
-    recs = {r.id: r for r in td.read_labelled(MIST, split_file="split.tsv")}
+    recs = {r.id: r for r in ld.read_labelled(MIST, split_file="split.tsv")}
     a, b = recs["specA"], recs["specB"]
     # MS1 block ignored, both collision blocks concatenated in file order
     np.testing.assert_array_equal(a.mz, [118.0651, 146.0600, 188.0706, 118.0651, 132.0808])
@@ -88,11 +90,11 @@ def test_read_mist_folder_with_split():
         (205.0972, "[M+H]+", "C11H12N2O2", "positive", "Orbitrap (LCMS)", "train")
     assert a.inchikey == "QIVBCDIJIAJPQS-VIFPVBQESA-N" and a.metadata["dataset"] == "small"
     assert b.fold == "test" and b.instrument is None and b.precursor_mz == 47.0491
-    assert all(r.fold is None for r in td.read_mist_folder(MIST))
+    assert all(r.fold is None for r in ld.read_mist_folder(MIST))
 
 
 def test_parse_ms_file_header():
-    meta, mz, inten = td.parse_ms_file(MIST / "spec_files" / "specA.ms")
+    meta, mz, inten = ld.parse_ms_file(MIST / "spec_files" / "specA.ms")
     assert meta["ionization"] == "[M + H]+" and meta["parentmass"] == "205.0972"
     assert meta["inchikey"] == "QIVBCDIJIAJPQS-VIFPVBQESA-N"
     assert mz.size == inten.size == 5
@@ -101,25 +103,25 @@ def test_parse_ms_file_header():
 def test_read_labelled_dispatch_errors(tmp_path):
     (tmp_path / "x.csv").write_text("a,b\n")
     with pytest.raises(ValueError, match="unknown format"):
-        td.read_labelled(tmp_path / "x.csv")
+        ld.read_labelled(tmp_path / "x.csv")
     with pytest.raises(FileNotFoundError):
-        td.read_labelled(tmp_path / "missing.mgf")
+        ld.read_labelled(tmp_path / "missing.mgf")
     with pytest.raises(FileNotFoundError, match="labels.tsv"):
-        list(td.read_labelled(tmp_path))
+        list(ld.read_labelled(tmp_path))
 
 
 def test_read_smiles(tmp_path):
     plain = tmp_path / "m.smi"
     plain.write_text("smiles\tid\nCCO\tethanol\n\n# comment\nc1ccccc1 benzene\nCC(=O)O\n")
-    assert list(td.read_smiles(plain)) == ["CCO", "c1ccccc1", "CC(=O)O"]
+    assert list(ld.read_smiles(plain)) == ["CCO", "c1ccccc1", "CC(=O)O"]
     gz = tmp_path / "m.smi.gz"
     gz.write_bytes(gzip.compress(b"CCO\nCCN x\n"))
-    assert list(td.read_smiles(gz)) == ["CCO", "CCN"]
-    assert list(td.read_smiles(plain, limit=2)) == ["CCO", "c1ccccc1"]
+    assert list(ld.read_smiles(gz)) == ["CCO", "CCN"]
+    assert list(ld.read_smiles(plain, limit=2)) == ["CCO", "c1ccccc1"]
 
 
 def test_to_spectrum_round_trip():
-    rec = list(td.read_labelled(MIST))[0]
+    rec = list(ld.read_labelled(MIST))[0]
     s = rec.to_spectrum()
     np.testing.assert_array_equal(s.peaks.mz, np.sort(rec.mz))
     assert s.get("precursor_mz") == 205.0972 and s.get("adduct") == "[M+H]+"
@@ -132,7 +134,7 @@ def test_to_spectrum_round_trip():
                                        ("train.mgf", None), ("latest.mgf", None), ("contest.tsv", None),
                                        ("mini.mgf", None)])
 def test_fold_from_name(name, fold):
-    assert td.fold_from_name(name) == fold
+    assert ld.fold_from_name(name) == fold
 
 
 def test_training_set_refuses_val_and_test(tmp_path):
@@ -180,12 +182,12 @@ def test_load_fold(tmp_path):
 
 # ----------------------------------------------------------------------------------------------- vocabulary
 def _record(smiles, formula, adduct="[M+H]+", rid="x"):
-    return td.LabelledSpectrum(rid, np.array([100.0]), np.array([1.0]), 200.0, adduct, formula, smiles, None,
+    return ld.LabelledSpectrum(rid, np.array([100.0]), np.array([1.0]), 200.0, adduct, formula, smiles, None,
                                "positive", None)
 
 
 def test_filter_official_vocabulary(caplog):
-    recs = list(td.read_mgf(MGF))
+    recs = list(ld.read_mgf(MGF))
     extra = [_record("O=[N+]([O-])c1ccccc1", "C6H5NO2", rid="nitro"),
              _record("CCO", "C2H6O", "[M+NH4]+", rid="nh4"),             # alias of [M+H3N+H]+
              _record("CCO", "C2H6O", "[2M+H]+", rid="dimer"),
@@ -205,7 +207,7 @@ def test_filter_official_vocabulary(caplog):
 
 
 def test_filter_extended_vocabulary_and_size():
-    recs = list(td.read_mgf(MGF))
+    recs = list(ld.read_mgf(MGF))
     cfg = DiffMSConfig(atom_types=["C", "O", "P", "N", "S", "Cl", "F", "Br", "I", "H"],
                        adducts=["[M+H]+", "[M+Na]+", "[M-H]-", ""], max_n_nodes=14)
     kept, dropped = td.filter_for_model(recs, cfg)
@@ -217,7 +219,7 @@ def test_filter_extended_vocabulary_and_size():
 
 # ----------------------------------------------------------------------------------------------- cache
 def test_annotation_cache(tmp_path):
-    rec = list(td.read_mgf(MGF))[0]
+    rec = list(ld.read_mgf(MGF))[0]
     cache = td.AnnotationCache(tmp_path / "cache")
     ann = cache.get(rec)
     direct = assign_subformulae(rec.mz, rec.intensity, rec.formula, rec.adduct, rec.precursor_mz, ppm_tol=20.0)
@@ -234,7 +236,7 @@ def test_annotation_cache(tmp_path):
 
 
 def test_annotation_cache_key_covers_inputs(tmp_path):
-    rec = list(td.read_mgf(MGF))[0]
+    rec = list(ld.read_mgf(MGF))[0]
     cache = td.AnnotationCache(tmp_path)
     base = cache.key(rec.mz, rec.intensity, rec.formula, rec.adduct, rec.precursor_mz)
     mz2 = rec.mz.copy()
@@ -268,7 +270,7 @@ def test_annotation_cache_does_not_store_failures(tmp_path):
 # ----------------------------------------------------------------------------------------------- shared data
 def test_mini_mgf(data_dir, tmp_path):
     path = data_dir / "massbank" / "mini.mgf"
-    recs = list(td.read_mgf(path))
+    recs = list(ld.read_mgf(path))
     assert len(recs) == 200 and {r.fold for r in recs} == {"train"}
     assert len({r.inchikey[:14] for r in recs}) == 200
     adducts = Counter(r.adduct for r in recs)                   # data README section 1.7
@@ -276,7 +278,7 @@ def test_mini_mgf(data_dir, tmp_path):
                                "[M+K]+": 5, "[M-H]-": 6, "[M+HCOO]-": 2, "[M+Cl]-": 2})
     assert Counter(r.ionmode for r in recs) == Counter({"positive": 190, "negative": 10})
     assert all(r.mz.size >= 3 and r.mz.size == r.intensity.size for r in recs)
-    _same_core(recs, list(td.read_mgf(path, backend="matchms")))
+    _same_core(recs, list(ld.read_mgf(path, backend="matchms")))
     # the mini file is a training file: the guard lets it through
     shutil.copy(path, tmp_path / "mini.mgf")
     assert len(td.load_fold(tmp_path, "mini")) == 200

@@ -3,7 +3,7 @@
 Input (the MassSpecGym benchmark's file layout): ``MassSpecGym.tsv`` with ``identifier``, ``mzs`` / ``intensities``
 (comma-joined), ``smiles``, ``inchikey``, ``formula`` (neutral), ``precursor_formula``, ``parent_mass``,
 ``precursor_mz``, ``adduct``, ``instrument_type``, ``collision_energy``, ``fold``, ``simulation_challenge``;
-read with :func:`matchms_diffms.train.data.read_massspecgym_tsv` into matchms spectra. Before annotation the
+read with :func:`matchms_diffms.read_massspecgym_tsv` into matchms spectra. Before annotation the
 labels are removed from each spectrum (``smiles``, ``inchikey``, ``inchi``), and with ``--without-formula``
 also the formulas (``formula``, ``precursor_formula``: MassSpecGym's de novo challenge without the "bonus"
 formula; the formula then comes from mass decomposition of the precursor m/z).
@@ -68,7 +68,7 @@ def read_massspecgym(path, fold: str | None = None, limit: int | None = None) ->
     limit
         Keep at most this many rows (after the fold filter).
     """
-    from matchms_diffms.train.data import read_massspecgym_tsv
+    from matchms_diffms import read_massspecgym_tsv
 
     out = []
     for record in read_massspecgym_tsv(path):
@@ -209,7 +209,7 @@ def read_predictions(path, allow_pickle: bool = False) -> dict[str, list]:
 # ------------------------------------------------------------------------------------------------ evaluation
 def read_labels(path, fold: str | None = None) -> dict[str, dict]:
     """``{identifier: {"smiles", "fold"}}`` of a MassSpecGym TSV (optionally one fold)."""
-    from matchms_diffms.train.data import read_massspecgym_tsv
+    from matchms_diffms import read_massspecgym_tsv
 
     labels = {}
     for record in read_massspecgym_tsv(path):

@@ -78,11 +78,12 @@ def iter_input_smiles(cfg: dict) -> Iterator[tuple[str, str]]:
     Files whose names announce a validation/test fold are refused (``data.check_source``); spectra files
     go through the fold guard (``encoder.load_spectra``: training-fold records only).
     """
-    from . import data
+    from ..labelled import read_smiles
+    from .data import check_source
 
     for path in cfg["smiles"]:
-        data.check_source(path, "train")
-        for smi in data.read_smiles(path):
+        check_source(path, "train")
+        for smi in read_smiles(path):
             yield str(path), smi
     if cfg["smiles_from_mgf"]:
         from .encoder import load_spectra
@@ -97,13 +98,13 @@ def excluded_ik14(paths: Iterable[str]) -> set[str]:
     """First InChIKey blocks of every structure in the given spectra files (from INCHIKEY and from SMILES)."""
     from rdkit import Chem, rdBase
 
-    from . import data
     from ..chem.molecules import inchikey14
+    from ..labelled import read_labelled
 
     keys: set[str] = set()
     for path in paths:
         smiles = set()
-        for rec in data.read_labelled(path):
+        for rec in read_labelled(path):
             if rec.inchikey:
                 keys.add(rec.inchikey[:14])
             if rec.smiles:

@@ -236,6 +236,7 @@ def load_spectra(paths, purpose: str, split_file=None) -> tuple[list, Counter]:
     whose name announces a val/test fold is refused for training, and so is a source that holds no record
     of the wanted fold.
     """
+    from ..labelled import read_labelled
     from . import data
 
     wanted = "train" if purpose == "train" else "val"
@@ -244,7 +245,7 @@ def load_spectra(paths, purpose: str, split_file=None) -> tuple[list, Counter]:
         data.check_source(path, purpose)
         found = Counter()
         split = split_file if Path(path).is_dir() else None      # split tables belong to MIST folders
-        for rec in data.read_labelled(path, split_file=split):
+        for rec in read_labelled(path, split_file=split):
             if rec.fold is None or rec.fold == wanted:
                 records.append(rec)
                 found[wanted] += 1
