@@ -93,7 +93,8 @@ def run_command(task, defaults: dict, options: dict) -> dict:
 
     ``options`` holds the click values; ``None`` / empty tuples mean "not given".
     """
-    from .common import fit, load_json, merge_config, resume_config
+    from .common import load_json, merge_config, resume_config
+    from .trainer import fit
 
     _setup_logging()
     out = Path(options.pop("out"))

@@ -1,7 +1,8 @@
-"""Shared training machinery: run folder, configuration, seeds, distributed setup, checkpoints, the loop.
+"""Shared training machinery: run folder, configuration, seeds, distributed setup, batches, checkpoint files.
 
 Every training command (``train decoder``, ``train encoder``, ``train finetune``) is a ``TrainTask``
-driven by ``fit``. One run lives in one folder::
+driven by ``trainer.fit`` (the loop, :mod:`matchms_diffms.train.trainer`), which builds on the parts here.
+One run lives in one folder::
 
     RUN_DIR/run_config.json        the effective hyper-parameters (defaults < --config JSON < command line)
     RUN_DIR/model_config.json      the effective DiffMSConfig (after data-derived fields are filled in)
@@ -36,11 +37,9 @@ import datetime
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import re
-import time
 from pathlib import Path
 from typing import Iterable
 
@@ -282,7 +281,7 @@ def broadcast_module(module: torch.nn.Module, dist: Dist) -> None:
 
 def average_gradients(params: list[torch.nn.Parameter], dist: Dist) -> None:
     """Sum-reduce the gradients of ``params`` over ranks (one coalesced all-reduce) and divide by the
-    world size. Losses are pre-scaled by ``fit`` so that this is the mean over the global batch.
+    world size. Losses are pre-scaled by the trainer so that this is the mean over the global batch.
 
     A parameter without a gradient on every rank (an output head the loss does not use) keeps
     ``grad=None`` so that the optimizer skips it exactly as in a single process.
@@ -494,7 +493,7 @@ def load_checkpoint(path: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------ the task
 class TrainTask:
-    """What a training command provides to ``fit``.
+    """What a training command provides to the trainer (``trainer.fit``).
 
     Attributes set by ``setup``: ``model`` (the ``nn.Module`` whose parameters are trained and
     checkpointed), ``n_train`` and ``n_val`` (item counts) and ``data_summary`` (a JSON-able dict written
@@ -526,263 +525,12 @@ class TrainTask:
 
     def validate(self, indices: list[int], generator: torch.Generator) -> dict:
         """Sums over the validation items ``indices``: ``{metric: (sum, count)}`` (model in eval mode,
-        inside ``torch.no_grad``). Reduced over ranks by ``fit``."""
+        inside ``torch.no_grad``). Reduced over ranks by the trainer."""
         return {}
 
     def export(self, directory: Path, info: dict) -> None:
         """Write the final weights (``weights.save_weights``) into ``directory``."""
         raise NotImplementedError
-
-
-# ------------------------------------------------------------------------------------------ the loop
-def _rng_blob(noise_gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """One uint8 tensor holding this rank's global torch RNG state(s) and its noise-generator state."""
-    parts = [torch.get_rng_state(), noise_gen.get_state()]
-    if device.type == "cuda":
-        parts.append(torch.cuda.get_rng_state(device))
-    sizes = torch.tensor([p.numel() for p in parts], dtype=torch.int64).view(torch.uint8)
-    return torch.cat([torch.tensor([len(parts)], dtype=torch.uint8), sizes, *parts])
-
-
-def _restore_rng(blob: torch.Tensor, noise_gen: torch.Generator, device: torch.device) -> None:
-    k = int(blob[0])
-    sizes = blob[1:1 + 8 * k].clone().view(torch.int64).tolist()
-    offset = 1 + 8 * k
-    parts = []
-    for s in sizes:
-        parts.append(blob[offset:offset + s].clone())
-        offset += s
-    torch.set_rng_state(parts[0])
-    noise_gen.set_state(parts[1])
-    if device.type == "cuda" and len(parts) > 2:
-        torch.cuda.set_rng_state(parts[2], device)
-
-
-def total_steps(cfg: dict, steps_per_epoch: int) -> int:
-    if cfg.get("steps") is not None:
-        return int(cfg["steps"])
-    if cfg.get("epochs") is not None:
-        return int(math.ceil(float(cfg["epochs"]) * steps_per_epoch))
-    raise ValueError("give the length of the run: --steps or --epochs")
-
-
-def fit(task: TrainTask, cfg: dict, run_dir: str | Path, resume: bool = False) -> dict:
-    """Train ``task`` with hyper-parameters ``cfg`` in ``run_dir``; returns a summary dict.
-
-    Handles distributed setup (when run by torchrun), seeds, checkpoints every ``ckpt_every`` steps and
-    at the end, ``resume``, the JSON-lines log, validation every ``val_every`` steps and at the end, and
-    the final export into ``RUN_DIR/weights``.
-    """
-    run_dir = Path(run_dir)
-    dist = setup_distributed(cfg["device"], cfg.get("dist_timeout_min", 180))
-    try:
-        return _fit(task, cfg, run_dir, resume, dist)
-    finally:
-        cleanup_distributed(dist)
-
-
-def _fit(task: TrainTask, cfg: dict, run_dir: Path, resume: bool, dist: Dist) -> dict:
-    from tqdm.auto import tqdm
-
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    existing = checkpoint_paths(run_dir)
-    if existing and not resume:
-        raise ValueError(f"{run_dir} already holds checkpoints of a run; pass --resume to continue it or "
-                         "choose another --out")
-    if resume and not existing:
-        raise ValueError(f"--resume: {run_dir} holds no checkpoint to resume from")
-    if dist.is_main:
-        write_json(run_dir / "run_config.json", {**cfg, "command": task.name})
-    log = RunLog(run_dir / "log.jsonl", dist)
-
-    seed_everything(int(cfg["seed"]))
-    task.setup(cfg, run_dir, dist)          # data (rank 0 featurises, others wait) + model from the seed
-    model = task.model.to(dist.device)
-    broadcast_module(model, dist)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, cfg)
-    first_batches = task.batches(0, cfg, dist)
-    steps_per_epoch = len(first_batches)
-    if steps_per_epoch == 0:
-        raise ValueError("no training batch: too few training items for the batch size")
-    n_total = total_steps(cfg, steps_per_epoch)
-    scheduler = make_scheduler(optimizer, cfg, n_total)
-
-    noise_gen = torch.Generator(device=dist.device)
-    noise_gen.manual_seed(rank_seed(int(cfg["seed"]), dist.rank, 1))
-    torch.manual_seed(rank_seed(int(cfg["seed"]), dist.rank, 2))     # dropout stream of this rank
-
-    step, elapsed_before = 0, 0.0
-    if resume:
-        ckpt = load_checkpoint(existing[-1])
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        step = int(ckpt["step"])
-        elapsed_before = float(ckpt.get("elapsed_s", 0.0))
-        if int(ckpt["world_size"]) == dist.world_size:
-            _restore_rng(ckpt["rng"][dist.rank], noise_gen, dist.device)
-        else:
-            logger.warning("resuming with %d ranks a run checkpointed with %d: random streams are reseeded "
-                           "(data order is unaffected)", dist.world_size, int(ckpt["world_size"]))
-            noise_gen.manual_seed(rank_seed(int(cfg["seed"]), dist.rank, 100 + step))
-            torch.manual_seed(rank_seed(int(cfg["seed"]), dist.rank, 200 + step))
-        log.truncate_after(step)
-        log.write({"event": "resume", "step": step, "checkpoint": existing[-1].name})
-        logger.info("resumed %s from %s (step %d)", task.name, existing[-1], step)
-    else:
-        log.write({"event": "start", "step": 0, "command": task.name, "world_size": dist.world_size,
-                   "n_train": task.n_train, "n_val": task.n_val, "total_steps": n_total,
-                   "steps_per_epoch": steps_per_epoch, "n_parameters": sum(p.numel() for p in params),
-                   "data": task.data_summary})
-
-    stop_at = cfg.get("stop_at")
-    budget = parse_duration(cfg["time_budget"]) if cfg.get("time_budget") is not None else None
-    t0 = time.perf_counter()
-    epoch_cache = {0: first_batches}
-    window = {"loss": 0.0, "n": 0, "grad_norm": 0.0, "extra": {}}
-    last_log_time, last_log_step = t0, step
-    bar = tqdm(total=n_total, initial=step, desc=f"train {task.name}", unit="step",
-               disable=not (dist.is_main and cfg.get("progress", True)), dynamic_ncols=True)
-
-    def elapsed() -> float:
-        return elapsed_before + time.perf_counter() - t0
-
-    def run_validation() -> dict:
-        if task.n_val == 0:
-            return {}
-        model.eval()
-        items = subset_for_validation(task.n_val, cfg.get("val_max"), int(cfg["seed"]))
-        mine = items[dist.rank::dist.world_size].tolist()
-        gen = torch.Generator(device=dist.device)
-        gen.manual_seed(rank_seed(int(cfg["seed"]), dist.rank, 3))   # same noise at every validation
-        bs = max(1, int(cfg["batch_size"]) // dist.world_size)
-        sums: dict[str, list[float]] = {}
-        with torch.no_grad():
-            for i in range(0, len(mine), bs):
-                for key, (s, c) in task.validate(mine[i:i + bs], gen).items():
-                    acc = sums.setdefault(key, [0.0, 0.0])
-                    acc[0] += float(s)
-                    acc[1] += float(c)
-        keys = sorted(task.val_keys)        # the same on every rank, even one without validation items
-        flat = [v for k in keys for v in sums.get(k, [0.0, 0.0])]
-        flat = all_reduce_sum(flat, dist)
-        model.train()
-        return {k: flat[2 * i] / flat[2 * i + 1] for i, k in enumerate(keys) if flat[2 * i + 1] > 0}
-
-    def save_checkpoint() -> None:
-        blobs = all_gather_bytes(_rng_blob(noise_gen, dist.device), dist)
-        if not dist.is_main:
-            return
-        folder = run_dir / "checkpoints"
-        folder.mkdir(exist_ok=True)
-        state = {"format": CHECKPOINT_FORMAT, "command": task.name, "step": step,
-                 "epoch": step / steps_per_epoch, "elapsed_s": elapsed(), "world_size": dist.world_size,
-                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                 "optimizer": _to_cpu(optimizer.state_dict()), "scheduler": scheduler.state_dict(),
-                 "rng": blobs}
-        path = folder / f"step-{step:08d}.pt"
-        atomic_write(path, lambda tmp: torch.save(state, tmp))
-        keep = int(cfg.get("keep_checkpoints") or 0)
-        if keep > 0:
-            for old in checkpoint_paths(run_dir)[:-keep]:
-                old.unlink()
-
-    model.train()
-    while step < n_total:
-        epoch, pos = divmod(step, steps_per_epoch)
-        if epoch not in epoch_cache:
-            epoch_cache = {epoch: task.batches(epoch, cfg, dist)}
-        batch = epoch_cache[epoch][pos]
-        mine = shard(batch, dist)
-        optimizer.zero_grad(set_to_none=True)
-        loss, extra = task.loss(mine, noise_gen)
-        # weight this rank by its share of the global batch so the averaged gradient is the batch mean
-        scale = len(mine) * dist.world_size / len(batch)
-        (loss * scale).backward()
-        average_gradients(params, dist)
-        reduced = all_reduce_sum([float(loss.detach()) * len(mine)] +
-                                 [float(v) * len(mine) for v in extra.values()], dist)
-        batch_loss = reduced[0] / len(batch)
-        if not math.isfinite(batch_loss):       # every rank sees the same value and stops before updating
-            raise FloatingPointError(f"{task.name}: the training loss became {batch_loss} at step {step + 1}; "
-                                     "lower --lr or set --grad-clip (the last checkpoint is intact)")
-        grad_norm = None
-        if cfg.get("grad_clip"):
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float(cfg["grad_clip"])))
-        lr_used = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        step += 1
-
-        window["loss"] += batch_loss
-        window["lr"] = lr_used
-        window["n"] += 1
-        for key, v in zip(extra, reduced[1:]):
-            window["extra"][key] = window["extra"].get(key, 0.0) + v / len(batch)
-        if grad_norm is not None:
-            window["grad_norm"] += grad_norm
-        bar.update(1)
-        bar.set_postfix(loss=f"{batch_loss:.4f}")
-
-        out_of_time = budget is not None and time.perf_counter() - t0 >= budget
-        final = step == n_total or (stop_at is not None and step >= int(stop_at)) or out_of_time
-        if step % max(1, int(cfg.get("log_every") or 1)) == 0 or final:
-            now = time.perf_counter()
-            rec = {"step": step, "epoch": step / steps_per_epoch, "loss": window["loss"] / window["n"],
-                   "lr": window["lr"], "elapsed_s": round(elapsed(), 3),
-                   "s_per_step": round((now - last_log_time) / max(1, step - last_log_step), 4)}
-            rec.update({k: v / window["n"] for k, v in window["extra"].items()})
-            if cfg.get("grad_clip"):
-                rec["grad_norm"] = window["grad_norm"] / window["n"]
-            log.write(rec)
-            window = {"loss": 0.0, "n": 0, "grad_norm": 0.0, "extra": {}}
-            last_log_time, last_log_step = now, step
-        val_every = int(cfg.get("val_every") or 0)
-        if (val_every and step % val_every == 0) or final:
-            metrics = run_validation()
-            if metrics:
-                log.write({"step": step, "epoch": step / steps_per_epoch, "elapsed_s": round(elapsed(), 3),
-                           **{f"val_{k}": v for k, v in metrics.items()}})
-                bar.set_postfix(loss=f"{batch_loss:.4f}", val=f"{metrics.get('loss', float('nan')):.4f}")
-        if step % max(1, int(cfg.get("ckpt_every") or n_total)) == 0 or final:
-            save_checkpoint()
-        if final:
-            break
-    bar.close()
-
-    hashes = [bytes(b.tolist()).hex() for b in
-              all_gather_bytes(torch.tensor(list(bytes.fromhex(parameter_hash(model))), dtype=torch.uint8),
-                               dist)]
-    if len(set(hashes)) != 1:
-        raise RuntimeError(f"ranks ended with different parameters: {hashes}")
-    summary = {"event": "end", "step": step, "total_steps": n_total, "finished": step >= n_total,
-               "elapsed_s": round(elapsed(), 3), "param_hash": hashes[0], "rank_param_hashes": hashes,
-               "world_size": dist.world_size}
-    # Weights at the end of the schedule, and after a time budget (a run accumulated over several
-    # budgeted invocations has usable weights after each of them); not after --stop-at.
-    if (step >= n_total or budget is not None) and dist.is_main:
-        info = {"name": run_dir.name, "stage": task.name, "steps": step, "seed": int(cfg["seed"]),
-                "world_size": dist.world_size, "data": task.data_summary,
-                "hyper_parameters": {k: v for k, v in cfg.items() if k != "model"}}
-        task.export(run_dir / "weights", info)
-        summary["weights"] = str(run_dir / "weights")
-    log.write(summary)
-    dist.barrier()
-    return {**summary, "rank": dist.rank}
-
-
-def _to_cpu(obj):
-    """Optimizer state dicts with every tensor on the CPU (so a GPU run can be resumed anywhere)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
 
 
 def write_model_card(directory: Path, info: dict, config) -> None:
