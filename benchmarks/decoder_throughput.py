@@ -41,7 +41,8 @@ from _common import (BASELINE_TIMING, RESULTS, Contention, default_config, envir
                      timed, write_json)
 
 from matchms_diffms.model.config import preset  # noqa: E402
-from matchms_diffms.model.decoder import GraphTransformer, edge_classes  # noqa: E402
+from matchms_diffms.model.decoder import GraphTransformer  # noqa: E402
+from matchms_diffms.model.fast_decoder import edge_classes, edge_logits  # noqa: E402
 from matchms_diffms.model.diffusion import (NoiseSchedule, Qbar, edge_marginals, posterior_edge_probs,  # noqa: E402
                                             posterior_from_classes, posterior_table, sample_edge_classes,
                                             sample_edges, sample_prior, step_transition)
@@ -97,7 +98,7 @@ class StepBench:
         out = {}
 
         def net():
-            out["logits"] = self.decoder.edge_logits(out["X_in"], self.E_cls, out["y_in"], self.mask)
+            out["logits"] = edge_logits(self.decoder, out["X_in"], self.E_cls, out["y_in"], self.mask)
 
         def post():
             prob = posterior_from_classes(self.E_cls, F.softmax(out["logits"].float(), dim=-1), self.table)

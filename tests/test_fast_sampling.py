@@ -1,7 +1,8 @@
-"""The fast sampling path is the reference path, bit for bit (diffusion.py, decoder.py, graph_features.py).
+"""The fast sampling path is the reference path, bit for bit (fast_decoder.py against decoder.py; diffusion.py,
+graph_features.py): the contract of the engine.
 
-Every piece of the fast path (class-based network input, ``GraphTransformer.edge_logits``, the table
-posterior, the class-based draws, the whole chain, grouped sampling of several spectra) is compared with the
+Every piece of the fast path (class-based network input, ``fast_decoder.edge_logits``, the table
+posterior, the class-based draws, the whole chain) is compared with the
 straightforward reference code using ``torch.equal`` -- no tolerance: a single flipped bit would eventually
 flip a categorical draw and change the candidates. Randomly initialised models (seeded) need no ../shared;
 the official tiny checkpoint is used in addition where the fixtures exist.
@@ -14,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from matchms_diffms.model.config import DiffMSConfig, preset
-from matchms_diffms.model.decoder import GraphTransformer, edge_classes
-from matchms_diffms.model.diffms import DiffMS, EarlyStop
+from matchms_diffms.model.decoder import GraphTransformer
+from matchms_diffms.model.diffms import DiffMS
+from matchms_diffms.model.fast_decoder import edge_classes, edge_logits
 from matchms_diffms.model.diffusion import (
     NoiseSchedule, Q_t, Qbar, edge_marginals, posterior_edge_probs, posterior_from_classes, posterior_table,
     reverse_sample, sample_edge_classes, sample_edges, sample_prior, sample_prior_classes, step_transition)
@@ -86,7 +88,7 @@ def test_edge_logits_bit_identical(name, B, n, n_real, prior_diagonal):
     with torch.no_grad():
         ref = model(X, E, y, mask)[1]
         for chunk in (None, 1, 2, B):
-            fast = model.edge_logits(X, cls, y, mask, chunk=chunk)
+            fast = edge_logits(model, X, cls, y, mask, chunk=chunk)
             assert torch.equal(fast, ref), (chunk, float((fast - ref).abs().max()))
 
 
@@ -97,7 +99,7 @@ def test_edge_logits_with_reference_padding_model():
     model = random_decoder(cfg, seed=3)
     X, E, y, mask, cls = random_graphs(cfg, 4, 8, [8, 5, 2, 7], seed=2)
     with torch.no_grad():
-        assert torch.equal(model.edge_logits(X, cls, y, mask), model(X, E, y, mask)[1])
+        assert torch.equal(edge_logits(model, X, cls, y, mask), model(X, E, y, mask)[1])
 
 
 def test_edge_logits_official_tiny_on_fixture(tiny_state_dict, conformance_dir):
@@ -110,7 +112,7 @@ def test_edge_logits_official_tiny_on_fixture(tiny_state_dict, conformance_dir):
     with torch.no_grad():
         for ti in range(len(io["t_values"])):
             X, E, y = (torch.tensor(io[k][ti]) for k in ("X_in", "E_in", "y_in"))
-            fast = model.edge_logits(X, edge_classes(E), y, mask)
+            fast = edge_logits(model, X, edge_classes(E), y, mask)
             assert torch.equal(fast, model(X, E, y, mask)[1])
             assert float((fast - torch.tensor(io["out_E"][ti])).abs().max()) <= 1e-5
 
@@ -119,7 +121,7 @@ def test_edge_logits_needs_eval_mode():
     model = random_decoder(preset("tiny")).train()
     X, _, y, mask, cls = random_graphs(preset("tiny"), 2, 4)
     with pytest.raises(RuntimeError, match="eval"):
-        model.edge_logits(X, cls, y, mask)
+        edge_logits(model, X, cls, y, mask)
 
 
 # ----------------------------------------------------------------------------- features, posterior, draws
@@ -199,7 +201,6 @@ def test_diffms_sample_fast_equals_reference_candidates():
     np.testing.assert_array_equal(fast, ref)
     smiles = lambda adj: [check_molecule(graph_to_mol(atoms, a)).smiles for a in adj]  # noqa: E731
     assert smiles(fast) == smiles(ref)
-    assert model.last_stop is None
 
 
 def test_fast_path_selection():
@@ -215,71 +216,6 @@ def test_fast_path_selection():
     with pytest.raises(ValueError, match="fast sampling path"):
         reverse_sample(model.decoder.eval() and model, X, mask, y, steps=2, fast=True,
                        features=lambda *a, **k: network_input(*a, **k))
-
-
-def test_sample_many_equals_separate_calls():
-    cfg = preset("tiny")
-    torch.manual_seed(2)
-    model = DiffMS(cfg).eval()
-    g = torch.Generator().manual_seed(0)
-    reqs = [(["C", "C", "O", "N", "C", "C"], torch.randn(cfg.cond_dim, generator=g), 8, 1),
-            (["C", "O", "C"], torch.randn(cfg.cond_dim, generator=g), 9, 2),
-            (["C", "N", "C", "C", "O", "O"], torch.randn(cfg.cond_dim, generator=g), 10, 3),
-            (["C", "C", "C", "C", "C", "O"], torch.randn(cfg.cond_dim, generator=g), 8, 4)]
-    with_gen = lambda: [(a, y, s, torch.Generator().manual_seed(seed)) for a, y, s, seed in reqs]  # noqa: E731
-    many = model.sample_many(with_gen(), steps=30, max_batch=20)    # 20: the 6-atom requests split in 2 batches
-    single = [model.sample(a, y, s, steps=30, generator=gen) for a, y, s, gen in with_gen()]
-    for a, b in zip(many, single):
-        np.testing.assert_array_equal(a, b)
-
-
-# ----------------------------------------------------------------------------- early stopping
-class RingDecoder(torch.nn.Module):
-    """Always predicts benzene (Kekule), whatever the input; counts its calls."""
-
-    def __init__(self):
-        super().__init__()
-        cls = torch.zeros(6, 6, dtype=torch.long)
-        for i in range(6):
-            cls[i, (i + 1) % 6] = cls[(i + 1) % 6, i] = 2 if i % 2 == 0 else 1
-        self.logits = 30.0 * F.one_hot(cls, K).float()
-        self.calls = 0
-
-    def forward(self, X_in, E_in, y_in, node_mask):
-        self.calls += 1
-        return X_in, self.logits.expand(node_mask.shape[0], 6, 6, K).clone(), y_in
-
-
-def test_early_stop_monitor_stops_on_stable_top_k():
-    model = SimpleNamespace(decoder=RingDecoder(), config=preset("tiny"), schedule=NoiseSchedule(500))
-    X, mask = atoms_batch(model.config, 3, 6)
-    y = torch.zeros(3, model.config.cond_dim)
-    monitor = EarlyStop(top_k=1, patience=2, check_every=5).monitor(["C"] * 6, 100)
-    out = reverse_sample(model, X, mask, y, steps=100, generator=torch.Generator().manual_seed(0), monitor=monitor)
-    # checks after steps 5, 10, 15 (0-based indices 4, 9, 14): the top-1 is benzene each time
-    assert monitor.stopped_at == 14 and model.decoder.calls == 15
-    assert torch.equal(out, model.decoder.logits.argmax(-1).expand(3, 6, 6))
-    assert monitor.previous == ["c1ccccc1"]                      # canonical SMILES after sanitization
-
-
-def test_early_stop_is_off_by_default_and_exact():
-    """A monitor that never stops changes nothing; without one the chain runs all steps."""
-    model = SimpleNamespace(decoder=RingDecoder(), config=preset("tiny"), schedule=NoiseSchedule(500))
-    X, mask = atoms_batch(model.config, 2, 6)
-    y = torch.zeros(2, model.config.cond_dim)
-    seen = []
-    a = reverse_sample(model, X, mask, y, steps=40, generator=torch.Generator().manual_seed(1),
-                       monitor=lambda step, t, pred, E: seen.append((step, t)) and False)
-    b = reverse_sample(model, X, mask, y, steps=40, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(a, b) and len(seen) == 40 and seen[0] == (0, 500) and model.decoder.calls == 80
-    import inspect
-    assert inspect.signature(DiffMS.sample).parameters["early_stop"].default is None
-
-
-def test_early_stop_rule_validation():
-    for bad in ({"top_k": 0}, {"patience": 0}, {"check_every": 0}, {"min_fraction": 1.5}):
-        with pytest.raises(ValueError, match="early stopping"):
-            EarlyStop(**bad)
 
 
 def test_eigen_solver_thread_setting_restored():

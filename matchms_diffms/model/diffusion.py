@@ -19,8 +19,8 @@ Public pieces, in the order a reader meets them in diffms-model.md sections 9-11
 * ``sample_edges``, ``sample_prior``             -- drawing symmetric bond matrices
 * ``noise_edges``, ``edge_cross_entropy``        -- training (forward noising and the loss)
 * ``time_grid``, ``reverse_step_probs``, ``reverse_sample`` -- the sampler (``steps == T`` = reference chain)
-* ``posterior_table``, ``posterior_from_classes``, ``sample_prior_classes``, ``sample_edge_classes``,
-  ``reverse_sample_groups`` -- the sampler's fast path on edge classes (bit-identical to the one-hot path)
+* ``posterior_table``, ``posterior_from_classes``, ``sample_prior_classes``, ``sample_edge_classes`` -- the
+  sampler's fast path on edge classes (bit-identical to the one-hot path)
 
 Random numbers: every draw goes through ``torch.multinomial`` with the caller's ``generator``; a fixed seed
 therefore gives identical output on the same device and torch version. Bit-level parity with the reference's
@@ -532,14 +532,15 @@ def reverse_step_probs(model, X: torch.Tensor, E_t: torch.Tensor, y: torch.Tenso
 
 
 def _fast_path_supported(model, features) -> bool:
-    return (features is None and hasattr(model.decoder, "edge_logits")
-            and not getattr(model.decoder, "training", False))
+    """The fast path runs our ``GraphTransformer`` in eval mode with the default features."""
+    from .decoder import GraphTransformer
+
+    return features is None and isinstance(model.decoder, GraphTransformer) and not model.decoder.training
 
 
 def reverse_sample(model, X: torch.Tensor, node_mask: torch.Tensor, y: torch.Tensor, steps: int | None = None,
                    generator: torch.Generator | None = None, return_probs: bool = False,
-                   features: Callable | None = None, fast: bool | None = None,
-                   monitor: Callable | None = None):
+                   features: Callable | None = None, fast: bool | None = None):
     """Run the reverse chain from the prior to clean bond matrices.
 
     Each step t -> s: ``(X_in, E_in, y_in) = features(X, E_t, y, node_mask, t/T, config, generator)``;
@@ -551,7 +552,7 @@ def reverse_sample(model, X: torch.Tensor, node_mask: torch.Tensor, y: torch.Ten
 
     The fast path (default whenever possible) computes the same numbers with less work: the state is kept as
     edge classes, the network input from classes (``graph_features.network_input_from_classes``), the edge
-    logits with ``GraphTransformer.edge_logits``, the posterior from a per-step table
+    logits with ``fast_decoder.edge_logits``, the posterior from a per-step table
     (``posterior_table``); everything constant over the steps is computed once. Every float is bit-identical
     to the reference path and the same random numbers are drawn, so both paths return the same graphs for
     the same generator state (tests/test_fast_sampling.py).
@@ -573,20 +574,13 @@ def reverse_sample(model, X: torch.Tensor, node_mask: torch.Tensor, y: torch.Ten
     generator
         Optional torch.Generator on X's device; used for the prior, every draw, and passed to ``features``.
     return_probs
-        Also return the last step's posterior probabilities (B, n, n, K) that the final draw used (after an
-        early stop: the denoiser's p(e_0) that gave the returned graphs).
+        Also return the last step's posterior probabilities (B, n, n, K) that the final draw used.
     features
         Network-input builder with the signature of ``graph_features.network_input`` (default that one);
         giving one selects the reference path.
     fast
-        None (default): the fast path when ``features`` is None and the decoder has ``edge_logits``;
+        None (default): the fast path when ``features`` is None and the decoder is a ``GraphTransformer``;
         False: the reference path; True: the fast path or a ValueError.
-    monitor
-        Optional early-stopping hook ``monitor(step, t, pred_probs, E_cls) -> bool`` called after the
-        denoiser of every step (``step`` = 0-based step index, ``t`` = current time, ``pred_probs`` (B, n, n, K)
-        = p(e_0), ``E_cls`` (B, n, n) = classes of E_t, K for all-zero rows). If it returns True the chain
-        stops and the graphs are the argmax of p(e_0) (the denoiser's clean-graph estimate) instead of further
-        draws. None (default) never stops early: the exact chain.
 
     Returns
     -------
@@ -596,8 +590,8 @@ def reverse_sample(model, X: torch.Tensor, node_mask: torch.Tensor, y: torch.Ten
     """
     use_fast = _fast_path_supported(model, features) if fast is None else bool(fast)
     if use_fast and not _fast_path_supported(model, features):
-        raise ValueError("the fast sampling path needs the default features and a decoder in eval mode "
-                         "with edge_logits")
+        raise ValueError("the fast sampling path needs the default features and a GraphTransformer decoder "
+                         "in eval mode")
     config, schedule = model.config, model.schedule
     T = schedule.T
     grid = time_grid(T, steps if steps is not None else T)                            # (steps+1,)
@@ -618,45 +612,32 @@ def reverse_sample(model, X: torch.Tensor, node_mask: torch.Tensor, y: torch.Ten
                  "fast" if use_fast else "reference")
     run = _reverse_fast if use_fast else _reverse_reference
     with torch.inference_mode():
-        classes, prob_E = run(model, X, node_mask, y, pairs, Qts, Qsbs, Qtbs, m, generator, features, monitor)
+        classes, prob_E = run(model, X, node_mask, y, pairs, Qts, Qsbs, Qtbs, m, generator, features)
         classes = classes.masked_fill(~_pair_mask(node_mask), -1)
     if return_probs:
         return classes, prob_E
     return classes
 
 
-def _x0_estimate(pred: torch.Tensor) -> torch.Tensor:
-    """Argmax of p(e_0) (B, n, n, K) with diagonal 0: the graphs returned after an early stop."""
-    classes = pred.argmax(dim=-1)
-    n = classes.shape[1]
-    return classes.masked_fill(torch.eye(n, dtype=torch.bool, device=classes.device), 0)
-
-
-def _reverse_reference(model, X, node_mask, y, pairs, Qts, Qsbs, Qtbs, m, generator, features, monitor):
+def _reverse_reference(model, X, node_mask, y, pairs, Qts, Qsbs, Qtbs, m, generator, features):
     """The straightforward chain (one-hot state, full network forward): the reference for the fast path."""
     features = features or _default_features()
     B, device, T = X.shape[0], X.device, model.schedule.T
     E = sample_prior(node_mask, m, generator)                                          # (B, n, n, K)
     prob_E = None
-    for step, ((t, s), Qt, Qsb, Qtb) in enumerate(zip(pairs, Qts, Qsbs, Qtbs)):
+    for (t, s), Qt, Qsb, Qtb in zip(pairs, Qts, Qsbs, Qtbs):
         t_norm = torch.full((B, 1), float(t), dtype=y.dtype, device=device) / T       # (B, 1)
         X_in, E_in, y_in = features(X, E, y, node_mask, t_norm, model.config, generator)
         E_logits = model.decoder(X_in, E_in, y_in, node_mask)[1]                       # (B, n, n, K)
         pred = F.softmax(E_logits.float(), dim=-1)                                     # p(e_0)
-        if monitor is not None and monitor(step, t, pred, _one_hot_classes(E)):
-            return _x0_estimate(pred), pred
         prob_E = posterior_edge_probs(E, pred, Qt, Qsb, Qtb)                           # (B, n, n, K)
         E = sample_edges(prob_E, node_mask, generator)                                 # (B, n, n, K)
     return E.argmax(dim=-1), prob_E
 
 
-def _one_hot_classes(E: torch.Tensor) -> torch.Tensor:
-    K = E.shape[-1]
-    return torch.where(E.sum(dim=-1) == 0, K, E.argmax(dim=-1))
-
-
-def _reverse_fast(model, X, node_mask, y, pairs, Qts, Qsbs, Qtbs, m, generator, features, monitor):
+def _reverse_fast(model, X, node_mask, y, pairs, Qts, Qsbs, Qtbs, m, generator, features):
     """The same chain on edge classes with the inference-only network path (see ``reverse_sample``)."""
+    from .fast_decoder import edge_logits
     from .graph_features import network_input_from_classes, static_features
 
     config, T = model.config, model.schedule.T
@@ -665,65 +646,11 @@ def _reverse_fast(model, X, node_mask, y, pairs, Qts, Qsbs, Qtbs, m, generator, 
     tables = [posterior_table(Qt, Qsb, Qtb) for Qt, Qsb, Qtb in zip(Qts, Qsbs, Qtbs)]
     E_cls = sample_prior_classes(node_mask, m, generator)                              # (B, n, n)
     prob_E = None
-    for step, ((t, _), table) in enumerate(zip(pairs, tables)):
+    for (t, _), table in zip(pairs, tables):
         t_norm = torch.full((B, 1), float(t), dtype=y.dtype, device=device) / T       # (B, 1)
         X_in, y_in = network_input_from_classes(static, E_cls, y, node_mask, t_norm, config, generator)
-        E_logits = model.decoder.edge_logits(X_in, E_cls, y_in, node_mask)             # (B, n, n, K)
+        E_logits = edge_logits(model.decoder, X_in, E_cls, y_in, node_mask)             # (B, n, n, K)
         pred = F.softmax(E_logits.float(), dim=-1)                                     # p(e_0)
-        if monitor is not None and monitor(step, t, pred, E_cls):
-            return _x0_estimate(pred), pred
         prob_E = posterior_from_classes(E_cls, pred, table)                            # (B, n, n, K)
         E_cls = sample_edge_classes(prob_E, node_mask, generator)                      # (B, n, n)
     return E_cls, prob_E
-
-
-def reverse_sample_groups(model, X: torch.Tensor, node_mask: torch.Tensor, y: torch.Tensor,
-                          sizes: Sequence[int], generators: Sequence[torch.Generator | None],
-                          steps: int | None = None) -> torch.Tensor:
-    """Several independent chains in one batch, each group of graphs with its own generator.
-
-    The batch is the concatenation of groups of ``sizes[i]`` graphs (no padding: ``node_mask`` all True).
-    Every random number of group i comes from ``generators[i]`` in the order of a separate
-    ``reverse_sample`` call, so group i's result equals ``reverse_sample`` on that group alone (exactly,
-    when every group has at least 8 graphs: matrix products of fewer rows take other kernel paths and may
-    round differently). Fast path only.
-
-    Returns
-    -------
-    torch.Tensor
-        (B, n, n) int64 bond classes.
-    """
-    if not _fast_path_supported(model, None):
-        raise ValueError("grouped sampling needs a decoder in eval mode with edge_logits")
-    if not bool(node_mask.all()):
-        raise ValueError("grouped sampling takes unpadded graphs of one size")
-    if sum(sizes) != X.shape[0] or len(sizes) != len(generators):
-        raise ValueError("sizes must add up to the batch and match the generators")
-    from .graph_features import network_input_from_classes, static_features
-
-    config, schedule = model.config, model.schedule
-    T = schedule.T
-    grid = time_grid(T, steps if steps is not None else T)
-    pairs = list(zip(grid[:-1].tolist(), grid[1:].tolist()))
-    device = X.device
-    B, n = node_mask.shape
-    node_mask = node_mask.bool().to(device)
-    m = edge_marginals(config.edge_marginals).to(device)
-    tables = [posterior_table(step_transition(schedule, t, s, m), Qbar(schedule.alpha_bar(s), m),
-                              Qbar(schedule.alpha_bar(t), m)) for t, s in pairs]
-    bounds = np.cumsum([0, *sizes]).tolist()
-    slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-    with torch.inference_mode():
-        static = static_features(X, node_mask, config)
-        E_cls = torch.cat([sample_prior_classes(node_mask[sl], m, g) for sl, g in zip(slices, generators)])
-        for (t, _), table in zip(pairs, tables):
-            t_norm = torch.full((B, 1), float(t), dtype=y.dtype, device=device) / T
-            noise = torch.cat([torch.randn(sl.stop - sl.start, n, generator=g,
-                                           device=g.device if g is not None else device).to(device)
-                               for sl, g in zip(slices, generators)])
-            X_in, y_in = network_input_from_classes(static, E_cls, y, node_mask, t_norm, config, noise=noise)
-            pred = F.softmax(model.decoder.edge_logits(X_in, E_cls, y_in, node_mask).float(), dim=-1)
-            prob_E = posterior_from_classes(E_cls, pred, table)
-            E_cls = torch.cat([sample_edge_classes(prob_E[sl], node_mask[sl], g)
-                               for sl, g in zip(slices, generators)])
-    return E_cls

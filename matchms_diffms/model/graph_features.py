@@ -162,8 +162,7 @@ def _gather_padded(values: torch.Tensor, start: torch.Tensor, k: int, fill: floa
 
 
 def spectral_features(A: torch.Tensor, node_mask: torch.Tensor, generator: torch.Generator | None = None,
-                      reference_padding: bool = True, noise: torch.Tensor | None = None
-                      ) -> dict[str, torch.Tensor]:
+                      reference_padding: bool = True) -> dict[str, torch.Tensor]:
     """Laplacian eigen-features of the (noisy) graph.
 
     Parameters
@@ -175,7 +174,6 @@ def spectral_features(A: torch.Tensor, node_mask: torch.Tensor, generator: torch
     reference_padding : True reproduces the reference: eigenvalues of padded nodes (2 * n_pad / n)
         leak into ``eigvals`` of graphs with fewer than n_components + 5 real eigenvalues. False
         replaces them by the filler 2 (the value of the same graph without padding).
-    noise : optional (B, n) standard-normal values to use instead of drawing them from ``generator``.
 
     Returns
     -------
@@ -203,10 +201,8 @@ def spectral_features(A: torch.Tensor, node_mask: torch.Tensor, generator: torch
 
     # non-LCC indicator: nodes whose (rounded) first-eigenvector entry is not the most frequent value
     first = torch.round(evecs[:, :, 0], decimals=3) * m                  # (B, n)
-    if noise is None:
-        noise_device = generator.device if generator is not None else node_mask.device
-        noise = torch.randn(B, n, generator=generator, device=noise_device)
-    noise = noise.to(first.device)
+    noise_device = generator.device if generator is not None else node_mask.device
+    noise = torch.randn(B, n, generator=generator, device=noise_device).to(first.device)   # (B, n)
     first = first + noise * (1.0 - m)
     most_common = torch.mode(first, dim=1).values                        # (B,)
     nonlcc = ((first != most_common.unsqueeze(1)).float() * m).unsqueeze(-1)  # (B, n, 1)
@@ -379,18 +375,16 @@ def static_features(X: torch.Tensor, node_mask: torch.Tensor, config: DiffMSConf
 def network_input_from_classes(static: dict[str, torch.Tensor], E_cls: torch.Tensor, y: torch.Tensor,
                                node_mask: torch.Tensor, t_norm, config: DiffMSConfig,
                                generator: torch.Generator | None = None,
-                               reference_padding: bool | None = None, noise: torch.Tensor | None = None
-                               ) -> tuple[torch.Tensor, torch.Tensor]:
+                               reference_padding: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``network_input`` for a noisy graph given as edge classes; bit-identical X_in and y_in.
 
     Parameters
     ----------
     static : ``static_features(X, node_mask, config)``.
     E_cls : (B, n, n) long edge classes 0..K-1, K for an all-zero one-hot row (the prior's diagonal,
-        padding); ``decoder.edge_classes`` converts a one-hot tensor.
+        padding); ``fast_decoder.edge_classes`` converts a one-hot tensor.
     y, node_mask, t_norm, config, generator, reference_padding : as for ``network_input`` (the same
         random numbers are drawn).
-    noise : optional (B, n) standard normals for the non-LCC feature instead of drawing them.
 
     Returns
     -------
@@ -406,7 +400,7 @@ def network_input_from_classes(static: dict[str, torch.Tensor], E_cls: torch.Ten
         bonded = bonded & node_mask.unsqueeze(1) & node_mask.unsqueeze(2)
     A = bonded.float()                                                   # (B, n, n), == adjacency()
     x_cycles, y_cycles = cycle_features(A, node_mask)                    # (B, n, 3), (B, 4)
-    spec = spectral_features(A, node_mask, generator, reference_padding, noise)
+    spec = spectral_features(A, node_mask, generator, reference_padding)
     # "valency": sum of the class indices of the one-hot rows (all-zero rows count 0)
     valency = torch.where(E_cls < K, E_cls, 0).sum(dim=-1).float()       # (B, n)
     charge = (static["type_index"] - valency).float()
