@@ -20,7 +20,8 @@ import tarfile
 import zlib
 from pathlib import Path
 
-from .model.config import DiffMSConfig, OFFICIAL_ATOM_TYPES
+from .chem.molecules import ATOM_DECODER
+from .model.config import DiffMSConfig
 
 logger = logging.getLogger("matchms.diffms")
 
@@ -147,7 +148,7 @@ def infer_config(state: dict, overrides: dict | None = None) -> DiffMSConfig:
     )
     fp_out = _dim(state, "merge_function.weight", 1)
     overrides = dict(overrides or {})
-    if n_atom_types != len(OFFICIAL_ATOM_TYPES) and "atom_types" not in overrides:
+    if n_atom_types != len(ATOM_DECODER) and "atom_types" not in overrides:
         raise WeightsError(f"the decoder predicts {n_atom_types} atom types, not the official 8: "
                            "pass the atom vocabulary in a config (atom_types)")
     cfg = DiffMSConfig(name="diffms-official", **found)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from matchms_diffms.model.config import OFFICIAL_ADDUCTS, preset
+from matchms_diffms.model.config import OFFICIAL_ADDUCT_SLOTS, preset
 from matchms_diffms.model.encoder import PosCosEmbedding, SpectraEncoder, token_input_dim
 from matchms_diffms.model.tokens import collate, tokens_from_annotation
 
@@ -55,7 +55,7 @@ def tiny(tiny_state_dict):
 
 
 def _batch(annotations, names, pad_to=None):
-    return collate([tokens_from_annotation(annotations[n], OFFICIAL_ADDUCTS) for n in names], pad_to=pad_to)
+    return collate([tokens_from_annotation(annotations[n], OFFICIAL_ADDUCT_SLOTS) for n in names], pad_to=pad_to)
 
 
 @torch.no_grad()
@@ -226,7 +226,7 @@ def test_cls_must_be_last():
     enc = SpectraEncoder(preset("tiny")).eval()
     tokens = collate([tokens_from_annotation(
         {"cand_form": "C6H6O", "cand_ion": "[M+H]+",
-         "output_tbl": {"formula": ["C6H5"], "ms2_inten": [1.0], "ions": ["[M+H]+"]}}, OFFICIAL_ADDUCTS)])
+         "output_tbl": {"formula": ["C6H5"], "ms2_inten": [1.0], "ions": ["[M+H]+"]}}, OFFICIAL_ADDUCT_SLOTS)])
     tokens["num_peaks"] = tokens["num_peaks"] - 1
     with pytest.raises(ValueError, match="CLS"):
         enc(tokens)

@@ -125,6 +125,32 @@ def test_adapters_import_nothing_from_train():
             assert not any(n.startswith("matchms_diffms.train") for n in names), path
 
 
+def _literal_constants(path: Path) -> dict[str, object]:
+    """Module-level UPPER_CASE names bound to a literal list, tuple or dict of at least three entries."""
+    found = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            if name.isupper() and isinstance(value, (list, tuple, dict)) and len(value) >= 3:
+                found[name] = value
+    return found
+
+
+def test_chemistry_constants_have_one_home():
+    """Adducts, atom types and valences live in chem/; no module outside it spells one out again."""
+    chem = {f"chem/{p.name}:{k}": v for p in (PACKAGE / "chem").glob("*.py") for k, v in _literal_constants(p).items()}
+    for path in PACKAGE.rglob("*.py"):
+        if path.parent.name == "chem":
+            continue
+        for name, value in _literal_constants(path).items():
+            twins = [where for where, v in chem.items() if v == value]
+            assert not twins, f"{path.relative_to(PACKAGE)}:{name} repeats {twins}"
+
+
 def test_metadata_is_a_leaf():
     assert import_graph()["matchms_diffms.metadata"] == set()
 

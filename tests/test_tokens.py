@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from matchms_diffms.model.config import OFFICIAL_ADDUCTS
+from matchms_diffms.model.config import OFFICIAL_ADDUCT_SLOTS
 from matchms_diffms.model.tokens import (ELEMENTS, adduct_index, canonical_adduct, collate, formula_vector,
                                          tokens_from_annotation)
 
@@ -36,11 +36,11 @@ def test_counts_outside_table_rejected():
     with pytest.raises(ValueError, match="0..255"):
         formula_vector("C256H2")
     with pytest.raises(ValueError, match="neutral loss"):            # fragment not inside the precursor
-        tokens_from_annotation(_record(formulas=("C10H5",), intens=(1.0,)), OFFICIAL_ADDUCTS)
+        tokens_from_annotation(_record(formulas=("C10H5",), intens=(1.0,)), OFFICIAL_ADDUCT_SLOTS)
 
 
 def test_tokens_cls_last():
-    t = tokens_from_annotation(_record(), OFFICIAL_ADDUCTS)
+    t = tokens_from_annotation(_record(), OFFICIAL_ADDUCT_SLOTS)
     assert t["num_peaks"] == 3
     assert t["types"].tolist() == [0, 0, 3]
     assert t["intens"].tolist() == [0.5, 1.0, 1.0]
@@ -51,27 +51,27 @@ def test_tokens_cls_last():
 
 
 def test_tokens_null_table_is_cls_only():
-    t = tokens_from_annotation(_record(cand_ion="[M+Na]+", formulas=None), OFFICIAL_ADDUCTS)
+    t = tokens_from_annotation(_record(cand_ion="[M+Na]+", formulas=None), OFFICIAL_ADDUCT_SLOTS)
     assert t["num_peaks"] == 1 and t["types"].tolist() == [3] and t["ion_vec"].tolist() == [1]
 
 
 def test_adduct_aliases():
     assert canonical_adduct(" [M + H3N + H]+ ") == canonical_adduct("[M+NH4]+")
-    assert adduct_index("[M+NH4]+", OFFICIAL_ADDUCTS) == adduct_index("[M+H3N+H]+", OFFICIAL_ADDUCTS) == 4
-    assert adduct_index("M+H", OFFICIAL_ADDUCTS) == 0
-    assert adduct_index("M-2H2O+H", OFFICIAL_ADDUCTS) == 6
+    assert adduct_index("[M+NH4]+", OFFICIAL_ADDUCT_SLOTS) == adduct_index("[M+H3N+H]+", OFFICIAL_ADDUCT_SLOTS) == 4
+    assert adduct_index("M+H", OFFICIAL_ADDUCT_SLOTS) == 0
+    assert adduct_index("M-2H2O+H", OFFICIAL_ADDUCT_SLOTS) == 6
     # aliases also work on the slot side (own models may spell their slots differently)
     assert adduct_index("[M+H3N+H]+", ["[M+H]+", "[M+NH4]+"]) == 1
     for bad in ("[M-H]-", "", "[M+2H]2+"):
         with pytest.raises(ValueError, match="no encoder slot"):
-            adduct_index(bad, OFFICIAL_ADDUCTS)
-    t = tokens_from_annotation(_record(cand_ion="[M+NH4]+", ion="[M+H3N+H]+"), OFFICIAL_ADDUCTS)
+            adduct_index(bad, OFFICIAL_ADDUCT_SLOTS)
+    t = tokens_from_annotation(_record(cand_ion="[M+NH4]+", ion="[M+H3N+H]+"), OFFICIAL_ADDUCT_SLOTS)
     assert t["ion_vec"].tolist() == [4, 4, 4]
 
 
 def test_collate_padding():
-    a = tokens_from_annotation(_record(), OFFICIAL_ADDUCTS)
-    b = tokens_from_annotation(_record(cand_ion="[M+K]+", formulas=None), OFFICIAL_ADDUCTS)
+    a = tokens_from_annotation(_record(), OFFICIAL_ADDUCT_SLOTS)
+    b = tokens_from_annotation(_record(cand_ion="[M+K]+", formulas=None), OFFICIAL_ADDUCT_SLOTS)
     batch = collate([a, b], pad_to=5)
     assert batch["form_vec"].shape == (2, 5, 18) and batch["form_vec"].dtype == torch.float32
     assert batch["num_peaks"].tolist() == [3, 1]

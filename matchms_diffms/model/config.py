@@ -16,17 +16,20 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-# Node classes of the official models, in one-hot order.
-OFFICIAL_ATOM_TYPES = ["C", "O", "P", "N", "S", "Cl", "F", "H"]
-# Encoder adduct one-hot slots of the official models (8 slots, the 8th never used).
-OFFICIAL_ADDUCTS = ["[M+H]+", "[M+Na]+", "[M+K]+", "[M-H2O+H]+", "[M+H3N+H]+", "[M]+", "[M-H4O2+H]+", ""]
-# Edge marginals seen for an MSG statistics directory (diffms-model.md section 10); they are not stored in
-# the released checkpoints, so they are configuration and are recorded with every result.
+from ..chem.adducts import OFFICIAL_ADDUCTS
+from ..chem.formula import LOWEST_VALENCE
+from ..chem.molecules import ATOM_DECODER
+
+# The chemistry constants (node classes of the official models, their adducts, valences) live in chem/.
+# Encoder adduct one-hot slots of the official models: the official adducts and an 8th slot never used.
+OFFICIAL_ADDUCT_SLOTS = [*OFFICIAL_ADDUCTS, ""]
+# Edge-class marginals (none, single, double, triple, aromatic) of a MassSpecGym statistics directory of the
+# DiffMS code (counted as ``train.graphs`` counts them). They are not stored in the released checkpoints, so
+# they are configuration and are recorded with every result.
 MSG_EDGE_MARGINALS = [0.9299, 0.0432, 0.0050, 0.00004, 0.0218]
 
-# Atom tables for every element a node may have (valency as used by the reference's "charge" feature
-# table, weight as used by the "weight" feature).
-ATOM_VALENCY = {"C": 4, "O": 2, "P": 3, "N": 3, "S": 2, "Cl": 1, "F": 1, "H": 1, "Br": 1, "I": 1}
+# Weight of every element a node may have, as the reference's "weight" feature uses it (the "charge"
+# feature's valency is ``chem.formula.LOWEST_VALENCE``).
 ATOM_WEIGHT = {"C": 12, "O": 16, "P": 31, "N": 14, "S": 32, "Cl": 35, "F": 19, "H": 1, "Br": 80, "I": 127}
 
 
@@ -38,7 +41,7 @@ class DiffMSConfig:
     encoder_heads: int = 8
     magma_modulo: int = 2048                  # width of the (unused at inference) fragment head
     fp_sizes: list[int] = field(default_factory=lambda: [256, 512, 1024, 2048, 4096])
-    adducts: list[str] = field(default_factory=lambda: list(OFFICIAL_ADDUCTS))  # one-hot slots
+    adducts: list[str] = field(default_factory=lambda: list(OFFICIAL_ADDUCT_SLOTS))  # one-hot slots
     # Batch-padding behaviour of the reference, all switched together: the encoder adds the boolean
     # key-padding mask (+1) to attention logits instead of masking; the decoder's layers do not re-mask,
     # so padded slots leak into the mean pooling of y from layer 2 on; padded nodes leak eigenvalues
@@ -62,7 +65,7 @@ class DiffMSConfig:
     # Dropout of every dropout in the decoder layers while training (DiffMS: 0.1). Our pretraining sees
     # each molecule less than once per run, so dropout only costs time there (about a fifth of a CPU step).
     decoder_dropout: float = 0.1
-    atom_types: list[str] = field(default_factory=lambda: list(OFFICIAL_ATOM_TYPES))
+    atom_types: list[str] = field(default_factory=lambda: list(ATOM_DECODER))   # node classes, one-hot order
     n_edge_types: int = 5                     # none, single, double, triple, aromatic
     # --- diffusion ---
     diffusion_steps: int = 500
@@ -114,7 +117,7 @@ class DiffMSConfig:
 
     @property
     def atom_valencies(self) -> list[int]:
-        return [ATOM_VALENCY[a] for a in self.atom_types]
+        return [LOWEST_VALENCE[a] for a in self.atom_types]
 
     @property
     def atom_weights(self) -> list[int]:
