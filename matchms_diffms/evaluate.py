@@ -151,7 +151,7 @@ class MCESCache:
             start = time.perf_counter()
             with warnings.catch_warnings():
                 # pulp >= 3.3 flags its bundled CBC as deprecated (a `cbc` binary via COIN_CMD is the future
-                # route); the bundled one is what evaluation.md prescribes and is faster here
+                # route); the bundled one is faster here
                 warnings.filterwarnings("ignore", message="PULP_CBC_CMD is deprecated", category=DeprecationWarning)
                 # positional arguments: the keyword names changed between myopic-mces 1.0 and 1.3
                 try:
@@ -298,7 +298,7 @@ _TAUTOMERS = None
 
 def diffms_spectrum_metrics(true_smiles: str, predictions: Sequence[str | None], ks: Sequence[int] = (1, 10),
                             mces: MCESCache | None = None) -> dict:
-    """DiffMS's metric variant of one spectrum (evaluation.md section 1.2 b: the paper's tables).
+    """DiffMS's metric variant of one spectrum (the one of the paper's tables).
 
     ``top{k}_accuracy``: the true molecule's standard InChI (non-isomeric) is among the InChIs of the first k
     predictions; ``top{k}_tanimoto``: max Tanimoto (Morgan r2, 2048 bits) with both sides tautomer-canonical;

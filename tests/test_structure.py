@@ -151,6 +151,14 @@ def test_chemistry_constants_have_one_home():
             assert not twins, f"{path.relative_to(PACKAGE)}:{name} repeats {twins}"
 
 
+def test_code_points_only_to_documents_a_clone_has():
+    """Docstrings say what they mean or point to this repository's own docs, not to development notes."""
+    outside = ("shared/docs", "diffms-model.md", "evaluation.md", "mzmine-sirius.md")
+    for path in [*PACKAGE.rglob("*.py"), *(REPO / "adapters").rglob("*.py")]:
+        text = path.read_text(encoding="utf-8")
+        assert not [d for d in outside if d in text], path
+
+
 def test_metadata_is_a_leaf():
     assert import_graph()["matchms_diffms.metadata"] == set()
 

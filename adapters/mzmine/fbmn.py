@@ -1,6 +1,6 @@
 """The route for released MZmine versions (no DiffMS module): MGF exports in, compound database CSV out.
 
-Reading (docs/mzmine-sirius.md section b): MZmine's GNPS-FBMN export (one MS2 block per feature) and SIRIUS
+Reading (adapters/mzmine/README.md): MZmine's GNPS-FBMN export (one MS2 block per feature) and SIRIUS
 export (per feature an ``MSLEVEL=1`` block plus one or more MS2 blocks) load with matchms; on top of that
 :func:`read_mzmine_mgf`
 

@@ -1,6 +1,6 @@
 """Drop-in backend for MZmine's DiffMS module (console script ``matchms-diffms-mzmine``).
 
-MZmine's DiffMS module (branch ``feature/diffms-py-integration``; docs/mzmine-sirius.md section a) runs::
+MZmine's DiffMS module (branch ``feature/diffms-py-integration``; adapters/mzmine/README.md) runs::
 
     <python> <EXT>/diffms/src/mzmine_diffms_predict.py --diffms-dir D --checkpoint C --input IN.json
         --output OUT.json --top-k K --max-ms2-peaks N --subformula-tol T --device cpu|cuda

@@ -1,7 +1,7 @@
 """Subformula assignment: annotate MS/MS peaks with sub-formulae of the precursor formula.
 
 Re-implements the annotation step that produced the subformula JSON files DiffMS reads (MIST's
-``assign_subformulae``; diffms-model.md sections 2.2-2.5), rule for rule:
+``assign_subformulae``), rule for rule:
 
 1. merge peaks by m/z rounded to 4 decimals (first m/z kept, maximum intensity), in first-seen order;
 2. drop peaks with m/z > parent m/z + 1 (no parent m/z -> 1e6);
@@ -209,7 +209,7 @@ def assign_subformulae(mz, intensities, formula: "str | Formula", adduct: "str |
                        parent_mz: float | None, ppm_tol: float = 20.0, max_peaks: int | None = 60,
                        inten_threshold: float = 0.001,
                        max_candidates: int = DEFAULT_MAX_CANDIDATES) -> dict:
-    """Annotate peaks with sub-formulae of the precursor formula (diffms-model.md 2.2-2.5).
+    """Annotate peaks with sub-formulae of the precursor formula (the rules of the module docstring).
 
     Parameters
     ----------

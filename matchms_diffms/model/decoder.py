@@ -1,4 +1,4 @@
-"""DiffMS graph decoder: the DiGress graph transformer (diffms-model.md section 7).
+"""DiffMS graph decoder: the DiGress graph transformer (Vignac et al., ICLR 2023), as the DiffMS code has it.
 
 Three streams travel through the network: node states X (B, n, dx), edge states E (B, n, n, de) and a
 global state y (B, dy) that carries the spectrum's fingerprint embedding and the extra features of

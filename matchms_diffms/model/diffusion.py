@@ -11,7 +11,7 @@ K = 5 bond classes (0 none, 1 single, 2 double, 3 triple, 4 aromatic). With m th
 product of single-step matrices Q_{s+1} ... Q_t is exactly Q_{t|s}, so skipping steps in the reverse chain
 uses the exact posterior q(e_s | e_t, e_0) of the same forward process.
 
-Public pieces, in the order a reader meets them in diffms-model.md sections 9-11 and 13.1:
+Public pieces, in the order of the method (schedule, transitions, posterior, sampling, training loss):
 
 * ``cosine_betas``, ``NoiseSchedule``            -- the 501-value cosine schedule, abar by log-cumsum-exp
 * ``edge_marginals``, ``Q_t``, ``Qbar``, ``Q_t_given_s``, ``step_transition`` -- transition matrices
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 logger = logging.getLogger("matchms.diffms")
 
-# Guards of the reference posterior (diffms-model.md 11.1 step 3).
+# Guards of the reference posterior (``posterior_edge_probs``), constants of the DiffMS code.
 ZERO_DENOMINATOR = 1e-6      # replaces a zero (Qbar_t e_t^T)_c
 EMPTY_ROW_VALUE = 1e-5       # fills an unnormalized posterior row that sums to exactly zero
 
@@ -221,7 +221,7 @@ def step_transition(schedule: NoiseSchedule, t: int, s: int, m: torch.Tensor) ->
 
 def posterior_edge_probs(E_t: torch.Tensor, pred_probs: torch.Tensor, Qt: torch.Tensor, Qsb: torch.Tensor,
                          Qtb: torch.Tensor, return_intermediates: bool = False):
-    """Reverse-step distribution p(e_s | e_t) for every edge entry (diffms-model.md 11.1 step 3).
+    """Reverse-step distribution p(e_s | e_t) for every edge entry (one step of the reverse chain).
 
     q(e_s = k | e_t, e_0 = c) = (e_t Q_t^T)_k * Qsb[c, k] / (Qtb e_t^T)_c   (zero denominator -> 1e-6)
     p(e_s = k) ~ sum_c pred_probs(c) q(k | e_t, c); rows summing to exactly 0 -> 1e-5 everywhere; normalize.
@@ -337,7 +337,7 @@ def _symmetric_one_hot(classes: torch.Tensor, K: int, pair_mask: torch.Tensor,
 
 def sample_edges(prob_E: torch.Tensor, node_mask: torch.Tensor,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw symmetric one-hot edges from per-entry probabilities (diffms-model.md 11.1 step 4).
+    """Draw symmetric one-hot edges from per-entry probabilities (the draw of a reverse step).
 
     Padded and diagonal rows are set to uniform, one class is drawn per ordered pair (i, j) of the full
     n x n matrix (RNG: one ``torch.multinomial`` call over B*n*n rows, 1 sample each), the strict upper
@@ -368,7 +368,7 @@ def sample_edges(prob_E: torch.Tensor, node_mask: torch.Tensor,
 
 def sample_prior(node_mask: torch.Tensor, m: torch.Tensor,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw E_T from the limit distribution m (diffms-model.md section 10).
+    """Draw E_T from the limit distribution m (the edge-class marginals: the start of the reverse chain).
 
     One class per ordered pair from m (RNG: one ``torch.multinomial`` call over B*n*n rows), strict upper
     triangle mirrored, diagonal all-zero, padded rows/columns zeroed. Returns (B, n, n, K) float32.
@@ -453,7 +453,7 @@ def noise_edges(E0: torch.Tensor, t_int, m: torch.Tensor, schedule: NoiseSchedul
 
 def edge_cross_entropy(E_logits: torch.Tensor, E0: torch.Tensor,
                        node_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean cross-entropy over every edge entry whose target row is non-zero (diffms-model.md 13.1).
+    """Mean cross-entropy over every edge entry whose target row is non-zero (the training loss).
 
     That is all ordered off-diagonal pairs of real nodes, no-bond included; the diagonal and padding
     (all-zero targets) are excluded. ``node_mask`` (B, n), when given, additionally restricts to pairs of

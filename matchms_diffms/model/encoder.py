@@ -6,8 +6,8 @@ Tokens (one per annotated peak + a CLS token with the precursor formula, see ``t
     h0 -> sigmoid FP-growing head over ``config.fp_sizes``              -> fp (B, fp_sizes[-1]) probabilities
           (256 -> ... -> 4096 in the official checkpoints; the default weights stop at 2048)
 
-Reference: diffms-model.md sections 3, 4, 5. Module and attribute names are chosen so that the
-state-dict keys equal the released checkpoints' keys without the leading ``encoder.``:
+Reference: the DiffMS code (MIST's formula transformer, Goldman et al. 2023). Module and attribute names are
+chosen so that the state-dict keys equal the released checkpoints' keys without the leading ``encoder.``:
 
     spectra_encoder.0.*   FormulaTransformer (pos-cos table, token MLP, pairwise MLP, attention layers)
     spectra_encoder.1.0.* fragment (MAGMa) head Linear(h -> magma_modulo), unused by DiffMS

@@ -1,4 +1,4 @@
-"""Extra structural input features of the DiffMS graph decoder (diffms-model.md section 8).
+"""Extra structural input features of the DiffMS graph decoder (DiGress's extra features, as DiffMS uses them).
 
 At every training and sampling step the decoder sees, besides the noisy graph (X_t, E_t) and the
 conditioning vector y, features computed from the current noisy graph:

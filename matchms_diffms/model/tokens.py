@@ -1,7 +1,7 @@
 """Spectrum tokens for the DiffMS encoder: one annotation record -> per-token arrays -> padded batch.
 
-A subformula-annotation record (diffms-model.md section 2.5) becomes one token per annotated peak, in
-``output_tbl`` order, followed by ONE CLS token carrying the precursor formula (section 3.1)::
+A subformula-annotation record (``chem.subformulae.assign_subformulae``) becomes one token per annotated peak,
+in ``output_tbl`` order, followed by ONE CLS token carrying the precursor formula::
 
     token      formula (18 counts)   type       adduct index       intensity
     peak i     sub-formula counts    0 (frag)   index of ions[i]   ms2_inten[i]
@@ -102,7 +102,7 @@ def tokens_from_annotation(annotation: dict, adducts: list[str]) -> dict:
     ----------
     annotation
         ``{"cand_form": str, "cand_ion": str, "output_tbl": None | {"formula": [...],
-        "ms2_inten": [...], "ions": [...], ...}}`` (diffms-model.md section 2.5).
+        "ms2_inten": [...], "ions": [...], ...}}`` (what ``chem.subformulae.assign_subformulae`` returns).
     adducts
         The model's adduct one-hot slots (``DiffMSConfig.adducts``); the index is the slot position.
 

@@ -1,4 +1,4 @@
-"""Decoder pretraining ("fp2mol", diffms-model.md 13.1): fingerprint -> molecular graph by edge diffusion.
+"""Decoder pretraining ("fp2mol" in the DiffMS paper): fingerprint -> molecular graph by edge diffusion.
 
 Data: SMILES files (and optionally the SMILES of training-fold MGF files). Every molecule is
 
@@ -226,7 +226,7 @@ def _split(graphs: GraphSet, cfg: dict, summary: dict):
 def diffusion_edge_loss(decoder: torch.nn.Module, config: DiffMSConfig, schedule, marginals: torch.Tensor,
                         X: torch.Tensor, E0: torch.Tensor, y: torch.Tensor, node_mask: torch.Tensor,
                         generator: torch.Generator, reduction: str = "mean"):
-    """Edge cross-entropy of one noised batch (diffms-model.md 13.1).
+    """Edge cross-entropy of one noised batch (``diffusion.edge_cross_entropy`` at a random time per graph).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Encoder pretraining (diffms-model.md 13.2, MIST-style): spectrum + formula -> Morgan fingerprint.
+"""Encoder pretraining (as in the DiffMS paper, MIST-style): spectrum + formula -> Morgan fingerprint.
 
 Data: labelled spectra of the TRAINING fold (MGF, MassSpecGym TSV or MIST folder; ``data.load_training_set``
 refuses val/test files and records). Each spectrum is

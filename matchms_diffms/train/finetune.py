@@ -1,4 +1,4 @@
-"""End-to-end fine-tuning (diffms-model.md 13.3): spectrum -> encoder -> merge -> decoder, edge diffusion loss.
+"""End-to-end fine-tuning (as in the DiffMS paper): spectrum -> encoder -> merge -> decoder, edge diffusion loss.
 
 Model = pretrained encoder (``--encoder``: the ``weights/`` folder of a ``train encoder`` run, or any full
 weights) + merge layer Linear(4096 -> cond_dim) + pretrained decoder (``--decoder``: the ``weights/`` folder

@@ -124,7 +124,7 @@ class GraphSet:
 
     # ---------------------------------------------------------------- statistics
     def edge_marginals(self, n_edge_types: int = EDGE_TYPES) -> list[float]:
-        """Edge-class marginal as the reference computes it (diffms-model.md 10): every bond counted in both
+        """Edge-class marginal as the DiffMS code computes it: every bond counted in both
         directions, no-bond = sum n(n-1) - directed bonds; normalised."""
         counts = np.zeros(n_edge_types, dtype=np.float64)
         cls = self.bonds[:, 2].astype(np.int64)
