@@ -31,7 +31,7 @@ Chemistry
 All names are imported lazily, on first use, so that ``import matchms_diffms`` and
 ``matchms_diffms.chem`` stay usable without loading torch.
 """
-import importlib
+from .lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -70,14 +70,7 @@ _PUBLIC = {
 
 __all__ = sorted(_PUBLIC) + ["__version__"]
 
-
-def __getattr__(name):
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'matchms_diffms' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _PUBLIC, globals())
 
 
 def __dir__():

@@ -20,7 +20,7 @@ import tarfile
 import zlib
 from pathlib import Path
 
-from .chem.molecules import ATOM_DECODER
+from .chem.tables import ATOM_DECODER
 from .model.config import DiffMSConfig
 
 logger = logging.getLogger("matchms.diffms")

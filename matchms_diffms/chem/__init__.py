@@ -1,53 +1,34 @@
-"""Pure chemistry for matchms-diffms: formulas, adducts, subformula assignment, molecules (RDKit, numpy; no torch)."""
-from .adducts import (
-    ELECTRON_MASS,
-    OFFICIAL_ADDUCTS,
-    SUPPORTED_ADDUCTS,
-    Adduct,
-    UnsupportedAdductError,
-    default_adduct,
-    ion_formula,
-    neutral_mass,
-    official_index,
-    official_name,
-    parse_adduct,
-    precursor_mz,
-)
-from .decomposition import decompose_mass, passes_golden_rules
-from .formula import (ELEMENT_MASSES, ELEMENTS_18, LOWEST_VALENCE, VALENCES, Formula, FormulaError, element_mass,
-                      is_element)
-from .molecules import (
-    ATOM_DECODER,
-    BOND_CLASSES,
-    MolCheck,
-    MoleculeError,
-    check_molecule,
-    formula_of_smiles,
-    graph_to_mol,
-    inchikey,
-    inchikey14,
-    matches_formula,
-    mol_formula,
-    mol_to_graph,
-    mol_to_inchi,
-    morgan_fingerprint,
-    sanitize_and_check,
-)
-from .subformulae import (
-    DEFAULT_MAX_CANDIDATES,
-    SubformulaError,
-    assign_subformulae,
-    candidate_masses,
-    count_candidates,
-    enumerate_subformulae,
-    preprocess_peaks,
-)
+"""Pure chemistry for matchms-diffms: formulas, adducts, subformula assignment, molecules (RDKit, numpy; no torch).
+
+The names below are loaded from their module on first use, so that a module that needs only plain tables
+(``chem.tables``; ``chem.formula`` for parsing) imports without RDKit, e.g. the training of the decoder
+on a machine that has none.
+"""
+from ..lazy import lazy_names
+
+# public name -> module of this package that holds it
+_HOME = {
+    **dict.fromkeys(["ELECTRON_MASS", "SUPPORTED_ADDUCTS", "Adduct", "UnsupportedAdductError",
+                     "default_adduct", "ion_formula", "neutral_mass", "official_index", "official_name",
+                     "parse_adduct", "precursor_mz"], "adducts"),
+    **dict.fromkeys(["decompose_mass", "passes_golden_rules"], "decomposition"),
+    **dict.fromkeys(["ELEMENT_MASSES", "ELEMENTS_18", "LOWEST_VALENCE", "VALENCES", "Formula", "FormulaError",
+                     "element_mass", "is_element"], "formula"),
+    "ATOM_DECODER": "tables",
+    "OFFICIAL_ADDUCTS": "tables",
+    **dict.fromkeys(["BOND_CLASSES", "MolCheck", "MoleculeError", "check_molecule",
+                     "formula_of_smiles", "graph_to_mol", "inchikey", "inchikey14", "matches_formula",
+                     "mol_formula", "mol_to_graph", "mol_to_inchi", "morgan_fingerprint", "sanitize_and_check"],
+                    "molecules"),
+    **dict.fromkeys(["DEFAULT_MAX_CANDIDATES", "SubformulaError", "assign_subformulae", "candidate_masses",
+                     "count_candidates", "enumerate_subformulae", "preprocess_peaks"], "subformulae"),
+}
 
 __all__ = [
     # formula
     "ELEMENTS_18", "ELEMENT_MASSES", "LOWEST_VALENCE", "VALENCES", "Formula", "FormulaError", "element_mass", "is_element",
     # adducts
-    "ELECTRON_MASS", "OFFICIAL_ADDUCTS", "SUPPORTED_ADDUCTS", "Adduct", "UnsupportedAdductError",
+    "ELECTRON_MASS", "SUPPORTED_ADDUCTS", "Adduct", "UnsupportedAdductError",
     "parse_adduct", "official_name", "official_index", "precursor_mz", "neutral_mass", "ion_formula",
     "default_adduct",
     # subformulae
@@ -60,3 +41,5 @@ __all__ = [
     "sanitize_and_check", "mol_to_inchi", "inchikey", "inchikey14", "mol_formula", "formula_of_smiles",
     "matches_formula", "mol_to_graph", "morgan_fingerprint",
 ]
+
+__getattr__ = lazy_names(__name__, _HOME, globals())

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from .formula import ELEMENTS_18, Formula, FormulaError, element_mass
+from .tables import OFFICIAL_ADDUCTS
 
 __all__ = [
     "ELECTRON_MASS",
@@ -34,8 +35,6 @@ __all__ = [
 
 ELECTRON_MASS = 0.00054858
 
-# Encoder one-hot order of the official models (index = slot); the 8th slot is never used.
-OFFICIAL_ADDUCTS = ["[M+H]+", "[M+Na]+", "[M+K]+", "[M-H2O+H]+", "[M+H3N+H]+", "[M]+", "[M-H4O2+H]+"]
 
 
 class UnsupportedAdductError(ValueError):

@@ -14,12 +14,12 @@ Examples
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
 import numpy as np
-from rdkit import Chem
 
 __all__ = [
     "LOWEST_VALENCE",
@@ -36,9 +36,23 @@ __all__ = [
 ELEMENTS_18 = ["C", "H", "As", "B", "Br", "Cl", "Co", "F", "Fe", "I", "K", "N", "Na", "O", "P", "S", "Se", "Si"]
 _INDEX_18 = {el: i for i, el in enumerate(ELEMENTS_18)}
 
-_PERIODIC_TABLE = Chem.GetPeriodicTable()
-# Every element symbol RDKit knows (atomic numbers 1..118).
-_KNOWN_SYMBOLS = frozenset(_PERIODIC_TABLE.GetElementSymbol(z) for z in range(1, 119))
+
+@functools.cache
+def _periodic_table():
+    """RDKit's periodic table, loaded on first use (importing this module needs no RDKit)."""
+    from rdkit import Chem
+
+    return Chem.GetPeriodicTable()
+
+
+# Every element symbol, atomic numbers 1..118 (as RDKit's periodic table spells them; a plain table so that
+# parsing formulas needs no RDKit).
+_KNOWN_SYMBOLS = frozenset(
+    "H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr Rb Sr Y Zr "
+    "Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu Hf Ta W Re Os Ir "
+    "Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr Rf Db Sg Bh Hs Mt Ds Rg Cn Nh "
+    "Fl Mc Lv Ts Og".split())
+
 
 # Neutral valences allowed for an element in a generated molecule, lowest first (constrained decoding chooses
 # among them; other elements fall back to RDKit's valence list).
@@ -75,11 +89,20 @@ def element_mass(symbol: str) -> float:
     """
     if symbol not in _KNOWN_SYMBOLS:
         raise FormulaError(f"unknown element symbol {symbol!r}")
-    return float(_PERIODIC_TABLE.GetMostCommonIsotopeMass(symbol))
+    return float(_periodic_table().GetMostCommonIsotopeMass(symbol))
 
 
 # Monoisotopic masses in ELEMENTS_18 order (float64), the table the subformula search uses.
-ELEMENT_MASSES = np.array([element_mass(el) for el in ELEMENTS_18], dtype=np.float64)
+@functools.cache
+def _element_masses() -> np.ndarray:
+    return np.array([element_mass(el) for el in ELEMENTS_18], dtype=np.float64)
+
+
+def __getattr__(name):
+    """``ELEMENT_MASSES``: masses of ``ELEMENTS_18``, computed with RDKit on first use."""
+    if name == "ELEMENT_MASSES":
+        return _element_masses()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _TOKEN = re.compile(r"([A-Z][a-z]?)|(\d+)|(\()|(\))")
 

@@ -19,6 +19,7 @@ import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Chem import rdFingerprintGenerator
 
+from .tables import ATOM_DECODER
 from .formula import Formula, FormulaError, is_element
 
 __all__ = [
@@ -41,8 +42,6 @@ __all__ = [
 
 logger = logging.getLogger("matchms.diffms")
 
-# Node classes of the official decoder, in one-hot order.
-ATOM_DECODER = ["C", "O", "P", "N", "S", "Cl", "F", "H"]
 # Edge class -> RDKit bond type (class 0 = no bond).
 BOND_CLASSES = {
     1: Chem.BondType.SINGLE,

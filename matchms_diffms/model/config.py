@@ -16,9 +16,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..chem.adducts import OFFICIAL_ADDUCTS
 from ..chem.formula import LOWEST_VALENCE
-from ..chem.molecules import ATOM_DECODER
+from ..chem.tables import ATOM_DECODER, OFFICIAL_ADDUCTS
 
 # The chemistry constants (node classes of the official models, their adducts, valences) live in chem/.
 # Encoder adduct one-hot slots of the official models: the official adducts and an 8th slot never used.

@@ -17,7 +17,6 @@ import functools
 import numpy as np
 import torch
 
-from ..chem.adducts import parse_adduct
 from ..chem.formula import ELEMENTS_18, Formula
 
 # Element order of every 18-d formula vector (fixed by the released checkpoints).
@@ -46,6 +45,8 @@ def canonical_adduct(name: str) -> str:
     ValueError
         For strings that name no supported adduct (empty, multiply charged, multimers, ...).
     """
+    from ..chem.adducts import parse_adduct     # its masses need RDKit: not at import (decoder training has none)
+
     return parse_adduct(name).name
 
 
