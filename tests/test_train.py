@@ -444,6 +444,35 @@ def test_make_batches_is_deterministic_sharded_and_bucketed():
         common.make_batches(1, 4, 0, 0, world_size=2)
 
 
+def test_compact_graph_file_loads_identical_arrays_and_old_files_still_load(tmp_path):
+    from matchms_diffms.train.graphs import GRAPHS_FORMAT, load_graphs, save_graphs, save_npz
+
+    rng = np.random.default_rng(1)
+    nodes = [rng.integers(0, 10, rng.integers(1, 46)).astype(np.int8) for _ in range(40)]
+    bonds = [np.sort(rng.integers(0, 45, (rng.integers(0, 58), 3)), axis=1).astype(np.int16) for _ in range(40)]
+    fps = [np.packbits(rng.random(2048) < 0.02) for _ in range(40)]
+    g = GraphSet.from_records(nodes, bonds, fps, [f"K{i:013d}" for i in range(40)])
+    save_graphs(tmp_path / "compact.npz", g, {"kept": 40})
+    save_npz(tmp_path / "plain.npz", g.arrays(), {"kept": 40})
+    with np.load(tmp_path / "compact.npz", allow_pickle=False) as data:
+        assert str(data["format"]) == GRAPHS_FORMAT and data["bonds"].dtype == np.uint8
+        assert "atom_offsets" not in data.files
+    for name in ("compact.npz", "plain.npz"):
+        back, meta = load_graphs(tmp_path / name)
+        assert meta == {"kept": 40}
+        for key in ("n_atoms", "atoms", "atom_offsets", "bonds", "bond_offsets", "fp", "ik14"):
+            a, b = getattr(back, key), getattr(g, key)
+            assert a.dtype == b.dtype and np.array_equal(a, b), (name, key)
+    assert (tmp_path / "compact.npz").stat().st_size < (tmp_path / "plain.npz").stat().st_size
+
+    result = invoke("pack-graphs", tmp_path / "plain.npz", tmp_path / "packed.npz")
+    assert "40 molecules" in result.output
+    assert np.array_equal(load_graphs(tmp_path / "packed.npz")[0].bonds, g.bonds)
+    np.savez(tmp_path / "future.npz", format=np.array("matchms-diffms-graphs/9"), meta=np.array("{}"))
+    with pytest.raises(ValueError, match="graphs/9"):
+        load_graphs(tmp_path / "future.npz")
+
+
 # ------------------------------------------------------------------------------------------ overfitting
 def test_decoder_overfits_four_molecules(tmp_path, tiny_json):
     """200 steps on 4 molecules: the edge loss (deterministic evaluation, 100 noise draws, eval mode) must
@@ -452,7 +481,7 @@ def test_decoder_overfits_four_molecules(tmp_path, tiny_json):
     from matchms_diffms.model.decoder import GraphTransformer
     from matchms_diffms.model.diffusion import NoiseSchedule, edge_marginals
     from matchms_diffms.train.decoder import diffusion_edge_loss
-    from matchms_diffms.train.graphs import load_npz
+    from matchms_diffms.train.graphs import load_graphs
     from matchms_diffms.weights import load_weights_dir
 
     smi = tmp_path / "four.smi"
@@ -467,8 +496,7 @@ def test_decoder_overfits_four_molecules(tmp_path, tiny_json):
 
     model, _ = load_weights_dir(run / "weights")
     cfg = model.config
-    arrays, _ = load_npz(next((run / "cache").glob("*.npz")))
-    g = GraphSet.from_arrays(arrays)
+    g, _ = load_graphs(next((run / "cache").glob("*.npz")))
     X, E0, mask = g.batch([0, 1, 2, 3], cfg.n_atom_types, torch.device("cpu"))
     y = g.fingerprints([0, 1, 2, 3], torch.device("cpu"))
     schedule, m = NoiseSchedule(cfg.diffusion_steps), edge_marginals(cfg.edge_marginals)

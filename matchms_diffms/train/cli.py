@@ -226,6 +226,23 @@ def assemble_cmd(encoder, decoder, out_dir, default_steps, max_heavy_atoms):
     click.echo(f"wrote {out}")
 
 
+@train_group.command("pack-graphs")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.argument("target", type=click.Path(dir_okay=False))
+def pack_graphs_cmd(source, target):
+    """Rewrite a featurised molecule set (a decoder-data-*.npz cache file) in the compact format.
+
+    The result loads into identical arrays and is what `train decoder --graphs` carries to a GPU machine."""
+    from .graphs import load_graphs, save_graphs
+
+    try:
+        graphs, meta = load_graphs(Path(source))
+    except (ValueError, KeyError, OSError) as err:
+        raise click.ClickException(f"{source}: {err}") from None
+    save_graphs(Path(target), graphs, meta)
+    click.echo(f"wrote {target}: {len(graphs)} molecules, {Path(target).stat().st_size / 1e6:.1f} MB")
+
+
 def _report(summary: dict) -> None:
     """One line on rank 0: steps done, time, where the weights are."""
     if summary.get("rank", 0) != 0:

@@ -11,8 +11,9 @@ Data: SMILES files (and optionally the SMILES of training-fold MGF files). Every
    and the binary Morgan fingerprint, radius 2, ``config.cond_dim`` bits (the conditioning y).
 
 A seeded hash of the ik14 puts ``val_fraction`` (2 %) of the molecules into a held-out validation split.
-The featurised set is cached as a plain ``.npz`` (read with ``allow_pickle=False``) keyed by everything
-that determines it, and reused on ``--resume`` or by any run with the same data settings.
+The featurised set is cached as a compact plain ``.npz`` (``graphs.save_graphs``, read with
+``allow_pickle=False``) keyed by everything that determines it, and reused on ``--resume`` or by any run
+with the same data settings.
 
 Training step (per batch): t ~ U{1..T} per graph; E_t ~ E_0 Qbar_t (marginal transition with the
 training set's edge marginals); decoder inputs = [graph, extra structural features, y, t/T]
@@ -37,7 +38,7 @@ import torch
 from ..model.config import DiffMSConfig
 from .assembly import init_fold_merge, load_decoder_state
 from .common import COMMON_DEFAULTS, Dist, TrainTask, build_model_config, make_batches, write_json
-from .graphs import GraphSet, _featurize_job, file_signature, load_npz, save_npz
+from .graphs import GraphSet, _featurize_job, file_signature, load_graphs, save_graphs
 
 logger = logging.getLogger("matchms.diffms")
 
@@ -195,20 +196,20 @@ def load_or_build_dataset(cfg: dict, config: DiffMSConfig, run_dir: Path, dist: 
     if cfg.get("graphs"):
         # A featurised set prepared elsewhere (the cache file of an earlier run, e.g. carried to a GPU machine).
         path = Path(cfg["graphs"])
-        arrays, summary = load_npz(path)
-        if arrays["fp"].shape[1] * 8 != config.cond_dim:
-            raise ValueError(f"{path}: fingerprints of {arrays['fp'].shape[1] * 8} bits, the model needs "
+        graphs, summary = load_graphs(path)
+        if graphs.fp.shape[1] * 8 != config.cond_dim:
+            raise ValueError(f"{path}: fingerprints of {graphs.fp.shape[1] * 8} bits, the model needs "
                              f"{config.cond_dim}")
-        return _split(GraphSet.from_arrays(arrays), cfg, {**summary, "graphs": str(path)})
+        return _split(graphs, cfg, {**summary, "graphs": str(path)})
     cache_dir = Path(cfg["cache_dir"]) if cfg.get("cache_dir") else run_dir / "cache"
     path = cache_dir / f"decoder-data-{dataset_key(cfg, config)}.npz"
     if dist.is_main and not path.exists():
         logger.info("featurising decoder training molecules into %s", path)
         graphs, summary = build_dataset(cfg, config)
-        save_npz(path, graphs.arrays(), summary)
+        save_graphs(path, graphs, summary)
     dist.barrier()
-    arrays, summary = load_npz(path)
-    return _split(GraphSet.from_arrays(arrays), cfg, {**summary, "cache": str(path)})
+    graphs, summary = load_graphs(path)
+    return _split(graphs, cfg, {**summary, "cache": str(path)})
 
 
 def _split(graphs: GraphSet, cfg: dict, summary: dict):

@@ -4,6 +4,12 @@ The training data of the decoder (and the graphs paired with spectra for fine-tu
 graph of heavy atoms (atom classes) and bonds (classes 1 single .. 4 aromatic) with its binary Morgan
 fingerprint, kept in a few flat numpy arrays (``GraphSet``) that batch into the dense padded tensors the
 network takes and are stored without pickle.
+
+A featurised decoder set is stored compactly (``save_graphs``, format ``GRAPHS_FORMAT``): per-graph atom and
+bond counts instead of offsets, the smallest unsigned integer types that hold the values, the packed
+fingerprints as they are, all deflated (``np.savez_compressed``) -- about 12 MB for 131,000 molecules, small
+enough to travel with the working tree to a GPU machine. ``load_graphs`` reads it and the plain layout of
+older cache files into identical arrays.
 """
 from __future__ import annotations
 
@@ -208,6 +214,7 @@ def save_npz(path: Path, arrays: dict, meta: dict) -> None:
 
 
 def load_npz(path: Path) -> tuple[dict, dict]:
+    """Arrays and the JSON metadata of a file written by ``save_npz`` (or ``save_graphs``)."""
     with np.load(path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files if k != "meta"}
         meta = json.loads(str(data["meta"]))
@@ -220,3 +227,57 @@ def file_signature(path: str) -> list:
     return [str(p), st.st_size, int(st.st_mtime)]
 
 
+
+
+# ------------------------------------------------------------------------------------------ compact storage
+GRAPHS_FORMAT = "matchms-diffms-graphs/2"
+
+
+def _smallest_uint(values: np.ndarray) -> np.ndarray:
+    """``values`` (non-negative integers) in the smallest unsigned type that holds them."""
+    values = np.asarray(values)
+    if values.size and values.min() < 0:
+        raise ValueError("compact graph storage needs non-negative integers")
+    return values.astype(np.min_scalar_type(int(values.max()) if values.size else 0))
+
+
+def compact_arrays(graphs: GraphSet) -> dict:
+    """The arrays of ``graphs`` in the compact layout (counts, not offsets; smallest integer types)."""
+    out = {"format": np.array(GRAPHS_FORMAT), "n_atoms": _smallest_uint(graphs.n_atoms),
+           "n_bonds": _smallest_uint(np.diff(graphs.bond_offsets)), "atoms": graphs.atoms,
+           "bonds": _smallest_uint(graphs.bonds)}
+    if graphs.fp is not None:
+        out["fp"] = graphs.fp
+    if graphs.ik14 is not None:
+        out["ik14"] = np.asarray(graphs.ik14, dtype="S14")
+    return out
+
+
+def graphs_from_compact(arrays: dict) -> GraphSet:
+    """The ``GraphSet`` of ``compact_arrays`` (offsets rebuilt, types widened back)."""
+    n_atoms = arrays["n_atoms"].astype(np.int64)
+    n_bonds = arrays["n_bonds"].astype(np.int64)
+    offsets = (lambda counts: np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+    return GraphSet(n_atoms, arrays["atoms"], offsets(n_atoms), arrays["bonds"], offsets(n_bonds),
+                    arrays.get("fp"), arrays.get("ik14"))
+
+
+def save_graphs(path: Path, graphs: GraphSet, meta: dict) -> None:
+    """Write a featurised set compactly (``compact_arrays``, deflated) with its JSON metadata, atomically."""
+    from ..files import atomic_write
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {**compact_arrays(graphs), "meta": np.array(json.dumps(meta, sort_keys=True))}
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays))
+
+
+def load_graphs(path: Path) -> tuple[GraphSet, dict]:
+    """A featurised set and its metadata, from ``save_graphs`` or from the plain layout of ``save_npz``."""
+    arrays, meta = load_npz(Path(path))
+    fmt = str(arrays["format"]) if "format" in arrays else None
+    if fmt is None:
+        return GraphSet.from_arrays(arrays), meta
+    if fmt != GRAPHS_FORMAT:
+        raise ValueError(f"{path}: graph file format {fmt!r}, this version reads {GRAPHS_FORMAT!r}")
+    return graphs_from_compact(arrays), meta
