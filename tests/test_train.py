@@ -417,7 +417,8 @@ def test_train_group_registers_through_the_plugin_hook():
         pass
 
     diffms_register_commands(main)
-    assert set(main.commands["train"].commands) == {"decoder", "encoder", "finetune", "assemble"}
+    assert set(main.commands["train"].commands) == {"decoder", "encoder", "finetune", "assemble", "pack-graphs",
+                                                    "save-part"}
 
 
 # ------------------------------------------------------------------------------------------ batching

@@ -86,12 +86,17 @@ def init_fold_merge(merge: torch.nn.Linear) -> bool:
 
 # ------------------------------------------------------------------------------------------ assembling
 def _part_state(source: Path, part: str) -> tuple[dict, dict]:
-    """State dict of ``part`` ("encoder" or "decoder") and the model config, from a weights folder or a
-    training run folder (its newest checkpoint: a run stopped early still gives usable weights)."""
+    """State dict of ``part`` ("encoder" or "decoder") and the model config, from a weights folder, a part
+    folder (``save_part``) or a training run folder (its newest checkpoint: a run stopped early still gives
+    usable weights)."""
     from ..weights import load_weights_dir
     from .common import checkpoint_paths, load_checkpoint
 
     source = Path(source)
+    if (source / f"{part}.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        return load_file(source / f"{part}.safetensors"), json.loads((source / "model_config.json").read_text())
     if (source / "model.safetensors").is_file():
         model, _ = load_weights_dir(source)
         return getattr(model, part).state_dict(), model.config.to_dict()
@@ -106,6 +111,25 @@ def _part_state(source: Path, part: str) -> tuple[dict, dict]:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     logger.info("%s: %s from %s (step %d)", source, part, checkpoints[-1].name, ckpt["step"])
     return state, {**config, "_step": int(ckpt["step"])}
+
+
+def save_part(run_dir: str | Path, part: str, out_dir: str | Path) -> Path:
+    """Write the ``part`` tensors of a run's newest checkpoint alone: ``PART.safetensors`` and
+    ``model_config.json`` (with ``_step``), a part folder that ``train assemble`` reads.
+
+    The decoder of the default size is 7.6 MiB, so it comes back from a GPU machine in one file, where the
+    complete weights (38 MiB: encoder and merge layer too) and checkpoints (with optimizer state) would not.
+    """
+    from safetensors.torch import save_file
+
+    from .common import write_json
+
+    state, config = _part_state(Path(run_dir), part)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(out_dir / f"{part}.safetensors"))
+    write_json(out_dir / "model_config.json", config)
+    return out_dir / f"{part}.safetensors"
 
 
 def assemble_weights(encoder: str | Path, decoder: str | Path, out_dir: str | Path,

@@ -201,7 +201,8 @@ def finetune_cmd(**options):
 @click.option("--encoder", required=True, type=click.Path(exists=True, file_okay=False),
               help="Weights folder or run folder (newest checkpoint) of an encoder run.")
 @click.option("--decoder", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Weights folder or run folder (newest checkpoint) of a decoder run.")
+              help="Weights folder, part folder ('train save-part') or run folder (newest checkpoint) of a "
+                   "decoder run.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Weights folder to write (model.safetensors + config.json).")
 @click.option("--default-steps", type=click.IntRange(1, 500),
@@ -241,6 +242,23 @@ def pack_graphs_cmd(source, target):
         raise click.ClickException(f"{source}: {err}") from None
     save_graphs(Path(target), graphs, meta)
     click.echo(f"wrote {target}: {len(graphs)} molecules, {Path(target).stat().st_size / 1e6:.1f} MB")
+
+
+@train_group.command("save-part")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--part", type=click.Choice(["decoder", "encoder"]), default="decoder", show_default=True)
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for PART.safetensors + model_config.json ('train assemble' reads it).")
+def save_part_cmd(run, part, out_dir):
+    """Write one part of a run's newest checkpoint alone (the decoder: 7.6 MiB at the default size), e.g. to
+    bring a GPU run's result back in a file small enough."""
+    from .assembly import save_part
+
+    try:
+        path = save_part(run, part, out_dir)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MiB)")
 
 
 def _report(summary: dict) -> None:
