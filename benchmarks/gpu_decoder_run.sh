@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Decoder training on a lent GPU machine in one command (untested on a GPU so far).
+#
+# Continues the decoder of weights/default on a carried graph file (``train pack-graphs``) for a time budget,
+# then writes to $OUT what comes back: decoder.safetensors (the decoder alone, 7.6 MiB), model_config.json,
+# log.jsonl, run_config.json and train.log. Run from the repository root:
+#
+#   bash benchmarks/gpu_decoder_run.sh [GRAPHS [BUDGET [INIT]]]     defaults: runs/graphs.npz 9m weights/default
+#
+# Tuning by environment: BATCH (256), LR (0.001), THREADS (8), DEVICE (cuda; cpu for a dry run here), EXTRA
+# (more `train decoder` options).
+# A rdkit wheel carried in .whl/ is installed first (the machine has no RDKit; decoders with environment
+# features need it, see README "Training and evaluation").
+set -uo pipefail
+GRAPHS=${1:-runs/graphs.npz}
+BUDGET=${2:-9m}
+INIT=${3:-weights/default}
+OUT=${OUT:-/tmp/gpu_decoder_out}
+RUN=${RUN:-/tmp/gpu_decoder_run}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 MATCHMS_DIFFMS_LOAD_PLUGINS= PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl && export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
+{
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+    python3 -m matchms_diffms.train.cli decoder --out "$RUN" --graphs "$GRAPHS" --init-from "$INIT" \
+        --device "${DEVICE:-cuda}" --batch-size "${BATCH:-256}" --lr "${LR:-0.001}" --schedule constant \
+        --threads "${THREADS:-8}" --time-budget "$BUDGET" --val-every 1000 --val-max 2048 --log-every 50 \
+        --ckpt-every 2000 --keep-checkpoints 1 --no-progress ${EXTRA:-}
+    status=$?
+    python3 -m matchms_diffms.train.cli save-part "$RUN" --part decoder -o "$OUT" || status=1
+    cp "$RUN/log.jsonl" "$RUN/run_config.json" "$OUT/" || status=1
+    ls -l "$OUT"
+    exit $status
+} 2>&1 | tee "$OUT/train.log"
