@@ -10,27 +10,30 @@ graphs with wrong valences are fine: implicit hydrogens are filled up to the ele
 An atom whose environment at radius r adds nothing new (RDKit drops redundant environments) gets the bit
 of its radius r - 1 environment. On a clean graph the bits are those of the molecule's fingerprint, except
 around atoms that carry a hydrogen the graph cannot show (e.g. pyrrole-type aromatic nitrogen).
+
+Two implementations give the same bits: RDKit's Morgan generator on the graph (used where RDKit is
+installed), and a plain-Python replica of its hashing (``plain_environment_bits``: RDKit's connectivity
+invariants, its 32-bit boost ``hash_combine`` and its removal of redundant environments), used where RDKit is
+missing, e.g. decoder training on a GPU machine; tests check that both agree on clean, noisy and random graphs.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-from rdkit import Chem, rdBase
-from rdkit.Chem import rdFingerprintGenerator
 
-from .molecules import BOND_CLASSES
-
-__all__ = ["environment_bits"]
+__all__ = ["environment_bits", "plain_environment_bits", "rdkit_environment_bits"]
 
 _GENERATORS: dict[tuple[int, int], object] = {}
-
-
-def _generator(radius: int, n_bits: int):
-    key = (radius, n_bits)
-    if key not in _GENERATORS:
-        _GENERATORS[key] = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
-    return _GENERATORS[key]
+_MASK = 0xFFFFFFFF
+# Atomic number and RDKit's valence list (its periodic table, lowest = default valence) of every element a
+# decoder vocabulary may hold.
+RDKIT_ELEMENTS = {"H": (1, (1,)), "B": (5, (3,)), "C": (6, (4,)), "N": (7, (3,)), "O": (8, (2,)), "F": (9, (1,)),
+                  "Si": (14, (4,)), "P": (15, (3, 5)), "S": (16, (2, 4, 6)), "Cl": (17, (1,)), "As": (33, (3, 5)),
+                  "Se": (34, (2, 4, 6)), "Br": (35, (1,)), "I": (53, (1, 3, 5))}
+# Bond class -> RDKit's bond invariant (its BondType value) and valence contribution.
+_BOND_INVARIANT = {1: 1, 2: 2, 3: 3, 4: 12}
+_BOND_VALENCE = {1: 1.0, 2: 2.0, 3: 3.0, 4: 1.5}
 
 
 def environment_bits(nodes: np.ndarray, adj: np.ndarray, atom_types: Sequence[str], radius: int = 2,
@@ -51,22 +54,63 @@ def environment_bits(nodes: np.ndarray, adj: np.ndarray, atom_types: Sequence[st
     Returns
     -------
     np.ndarray
-        (n, radius + 1) int64 bit indices; -1 for padded nodes.
+        (n, radius + 1) int64 bit indices; -1 for padded nodes. With RDKit where it is installed (faster),
+        else with ``plain_environment_bits`` (the same bits).
     """
+    try:
+        import rdkit.Chem  # noqa: F401
+    except ImportError:
+        return plain_environment_bits(nodes, adj, atom_types, radius, n_bits)
+    return rdkit_environment_bits(nodes, adj, atom_types, radius, n_bits)
+
+
+def _graph(nodes, adj) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Indices of the real nodes and the bonds (i, j, class) between them, i < j, in row-major order,
+    numbered over the real nodes."""
     nodes = np.asarray(nodes)
-    n = len(nodes)
-    out = np.full((n, radius + 1), -1, dtype=np.int64)
     real = np.flatnonzero(nodes >= 0)
+    index = {int(i): k for k, i in enumerate(real)}
+    up = np.triu(np.asarray(adj), k=1)
+    bonds = [(index[int(i)], index[int(j)], int(up[i, j])) for i, j in zip(*np.nonzero((up >= 1) & (up <= 4)))
+             if int(i) in index and int(j) in index]
+    return real, bonds
+
+
+def _fill_redundant(found: np.ndarray) -> np.ndarray:
+    """An environment RDKit dropped as redundant takes the bit of the same atom's next smaller one."""
+    for r in range(1, found.shape[1]):
+        missing = found[:, r] < 0
+        found[missing, r] = found[missing, r - 1]
+    return found
+
+
+# ------------------------------------------------------------------------------------------ with RDKit
+def _generator(radius: int, n_bits: int):
+    from rdkit.Chem import rdFingerprintGenerator
+
+    key = (radius, n_bits)
+    if key not in _GENERATORS:
+        _GENERATORS[key] = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=n_bits)
+    return _GENERATORS[key]
+
+
+def rdkit_environment_bits(nodes, adj, atom_types: Sequence[str], radius: int = 2,
+                           n_bits: int = 2048) -> np.ndarray:
+    """``environment_bits`` with RDKit's Morgan generator (unsanitized molecule, rings found on the graph)."""
+    from rdkit import Chem, rdBase
+    from rdkit.Chem import rdFingerprintGenerator
+
+    from .molecules import BOND_CLASSES
+
+    out = np.full((len(nodes), radius + 1), -1, dtype=np.int64)
+    real, bonds = _graph(nodes, adj)
     if len(real) == 0:
         return out
-    index = {int(i): k for k, i in enumerate(real)}
     mol = Chem.RWMol()
     for i in real:
         mol.AddAtom(Chem.Atom(atom_types[int(nodes[i])]))
-    up = np.triu(np.asarray(adj), k=1)
-    for i, j in zip(*np.nonzero((up >= 1) & (up <= 4))):
-        if int(i) in index and int(j) in index:
-            mol.AddBond(index[int(i)], index[int(j)], BOND_CLASSES[int(up[i, j])])
+    for i, j, c in bonds:
+        mol.AddBond(i, j, BOND_CLASSES[c])
     with rdBase.BlockLogs():
         mol.UpdatePropertyCache(strict=False)
         Chem.FastFindRings(mol)
@@ -77,8 +121,123 @@ def environment_bits(nodes: np.ndarray, adj: np.ndarray, atom_types: Sequence[st
     for bit, envs in ao.GetBitInfoMap().items():
         for atom, r in envs:
             found[atom, r] = bit
-    for r in range(1, radius + 1):            # redundant environment: keep the smaller one's bit
-        missing = found[:, r] < 0
-        found[missing, r] = found[missing, r - 1]
-    out[real] = found
+    out[real] = _fill_redundant(found)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ without RDKit
+def _combine(seed: int, value: int) -> int:
+    """RDKit's ``gboost::hash_combine`` on 32-bit unsigned integers."""
+    return seed ^ ((value + 0x9E3779B9 + (seed << 6) + (seed >> 2)) & _MASK)
+
+
+def _hash_sequence(values) -> int:
+    """RDKit's hash of a ``std::vector<uint32_t>`` (``hash_range`` from seed 0)."""
+    seed = 0
+    for value in values:
+        seed = _combine(seed, value & _MASK)
+    return seed
+
+
+def _implicit_hs(symbol: str, explicit: int, aromatic: bool) -> int:
+    """Implicit hydrogens as RDKit's ``UpdatePropertyCache(strict=False)`` counts them on a neutral atom that
+    is not flagged aromatic: up to the smallest allowed valence that holds the explicit valence, none when
+    none does, and none when an atom with an aromatic bond exceeds its default valence."""
+    if symbol not in RDKIT_ELEMENTS:
+        raise ValueError(f"environment features without RDKit know no element {symbol!r}")
+    valences = RDKIT_ELEMENTS[symbol][1]
+    if aromatic and explicit > valences[0]:
+        return 0
+    return next((v - explicit for v in valences if v >= explicit), 0)
+
+
+def _ring_atoms(n: int, bonds: list[tuple[int, int, int]]) -> list[bool]:
+    """Atoms on a cycle (what RDKit's ring perception marks): ends of a bond whose ends stay connected
+    without it."""
+    nbrs: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    for k, (i, j, _) in enumerate(bonds):
+        nbrs[i].append((j, k))
+        nbrs[j].append((i, k))
+    in_ring = [False] * n
+    for k, (i, j, _) in enumerate(bonds):
+        if not (in_ring[i] and in_ring[j]) and _connected_without(nbrs, i, j, k):
+            in_ring[i] = in_ring[j] = True
+    return in_ring
+
+
+def _connected_without(nbrs, start: int, goal: int, skip: int) -> bool:
+    """Whether ``goal`` is reachable from ``start`` without the bond ``skip``."""
+    seen, todo = {start}, [start]
+    while todo:
+        for b, k in nbrs[todo.pop()]:
+            if k == skip or b in seen:
+                continue
+            if b == goal:
+                return True
+            seen.add(b)
+            todo.append(b)
+    return False
+
+
+def _atom_invariants(symbols: list[str], bonds: list[tuple[int, int, int]]) -> list[int]:
+    """RDKit's Morgan connectivity invariants: hash of (atomic number, total degree, hydrogens counting
+    hydrogen neighbours, charge 0, mass offset 0[, 1 when in a ring])."""
+    n = len(symbols)
+    valence, degree, aromatic, h_nbrs = [0.0] * n, [0] * n, [False] * n, [0] * n
+    for i, j, c in bonds:
+        for a, b in ((i, j), (j, i)):
+            valence[a] += _BOND_VALENCE[c]
+            degree[a] += 1
+            aromatic[a] |= c == 4
+            h_nbrs[a] += symbols[b] == "H"
+    in_ring = _ring_atoms(n, bonds)
+    out = []
+    for a, symbol in enumerate(symbols):
+        hs = _implicit_hs(symbol, int(round(valence[a] + 0.1)), aromatic[a])
+        components = [RDKIT_ELEMENTS[symbol][0], degree[a] + hs, hs + h_nbrs[a], 0, 0] + [1] * in_ring[a]
+        out.append(_hash_sequence(components))
+    return out
+
+
+def plain_environment_bits(nodes, adj, atom_types: Sequence[str], radius: int = 2,
+                           n_bits: int = 2048) -> np.ndarray:
+    """``environment_bits`` without RDKit: its Morgan environment generator replayed in Python.
+
+    Each round, an atom's new invariant hashes the round number, its invariant and its sorted (bond
+    invariant, neighbour invariant) pairs; an environment whose set of bonds was seen before (or in this
+    round, from an atom with a smaller (invariant, index)) is redundant, and its atom takes no further part.
+    """
+    out = np.full((len(nodes), radius + 1), -1, dtype=np.int64)
+    real, bonds = _graph(nodes, adj)
+    if len(real) == 0:
+        return out
+    n = len(real)
+    nbrs: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]
+    for k, (i, j, c) in enumerate(bonds):
+        nbrs[i].append((k, j, _BOND_INVARIANT[c]))
+        nbrs[j].append((k, i, _BOND_INVARIANT[c]))
+    current = _atom_invariants([atom_types[int(nodes[i])] for i in real], bonds)
+    found = np.full((n, radius + 1), -1, dtype=np.int64)
+    found[:, 0] = np.array(current, dtype=np.int64) % n_bits
+    hood, dead, seen = [0] * n, [not nbrs[a] for a in range(n)], set()
+    for layer in range(radius):
+        following, this_round, grown = [0] * n, [], list(hood)
+        for a in range(n):
+            if dead[a]:
+                continue
+            for k, b, _ in nbrs[a]:
+                grown[a] |= (1 << k) | hood[b]
+            invariant = _combine(layer, current[a])
+            for bond, other in sorted((bt, current[b]) for _, b, bt in nbrs[a]):
+                invariant = _combine(invariant, _combine(_combine(0, bond), other))
+            following[a] = invariant
+            this_round.append((grown[a], invariant, a))
+        for bonds_seen, invariant, a in sorted(this_round):
+            if bonds_seen in seen:
+                dead[a] = True
+            else:
+                seen.add(bonds_seen)
+                found[a, layer + 1] = invariant % n_bits
+        current, hood = following, grown
+    out[real] = _fill_redundant(found)
     return out
