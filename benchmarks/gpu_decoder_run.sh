@@ -9,8 +9,7 @@
 #
 # Tuning by environment: BATCH (256), LR (0.001), THREADS (8), DEVICE (cuda; cpu for a dry run here), EXTRA
 # (more `train decoder` options).
-# A rdkit wheel carried in .whl/ is installed first (the machine has no RDKit; decoders with environment
-# features need it, see README "Training and evaluation").
+# The machine has no RDKit or matchms; the path needs neither (README "Training and evaluation").
 set -uo pipefail
 GRAPHS=${1:-runs/graphs.npz}
 BUDGET=${2:-9m}
@@ -19,10 +18,6 @@ OUT=${OUT:-/tmp/gpu_decoder_out}
 RUN=${RUN:-/tmp/gpu_decoder_run}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 MATCHMS_DIFFMS_LOAD_PLUGINS= PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl && export PYTHONPATH="/tmp/site:$PYTHONPATH"
-fi
 {
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
     python3 -m matchms_diffms.train.cli decoder --out "$RUN" --graphs "$GRAPHS" --init-from "$INIT" \

@@ -1,9 +1,11 @@
 """Decoder training where neither RDKit nor matchms is installed (a GPU machine): ``train decoder --graphs
 --init-from`` and ``train save-part`` run in a subprocess that refuses both imports, on a hand-made graph set
-in the compact format; the part comes back and ``train assemble`` joins it here."""
+in the compact format; the part comes back and ``train assemble`` joins it here. With environment features
+the run gives the weights of the same run with RDKit."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +20,9 @@ from matchms_diffms.train.graphs import GraphSet, save_graphs
 from reliability_helpers import SUBPROCESS_ENV, TINY_CONFIG, make_tiny_weights
 
 REPO = Path(__file__).resolve().parents[1]
-# Runs the train command group with rdkit and matchms made unimportable (None in sys.modules).
-BLOCKED = ("import runpy, sys\n"
-           "for name in ('rdkit', 'matchms'):\n"
+# Runs the train command group with the modules named in $BLOCK made unimportable (None in sys.modules).
+BLOCKED = ("import os, runpy, sys\n"
+           "for name in filter(None, os.environ['BLOCK'].split(',')):\n"
            "    sys.modules[name] = None\n"
            "sys.argv = ['train', *sys.argv[1:]]\n"
            "try:\n"
@@ -44,8 +46,9 @@ def tiny_graphs(path: Path, n_bits: int) -> Path:
     return path
 
 
-def run_blocked(*args, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**SUBPROCESS_ENV, "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+def run_blocked(*args, cwd: Path, block: str = "rdkit,matchms") -> subprocess.CompletedProcess:
+    env = {**SUBPROCESS_ENV, "PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "BLOCK": block}
     return subprocess.run([sys.executable, "-c", BLOCKED, *map(str, args)], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
@@ -80,10 +83,17 @@ def test_decoder_trains_and_comes_back_without_rdkit_or_matchms(tmp_path):
         assert torch.equal(value, part[key]), key
 
 
-def test_environment_features_without_rdkit_stop_at_the_start(tmp_path):
+def test_environment_features_without_rdkit_give_the_weights_of_a_run_with_rdkit(tmp_path):
     start = make_tiny_weights(tmp_path / "start", seed=4, environment_features=True)
     graphs = tiny_graphs(tmp_path / "graphs.npz", TINY_CONFIG["cond_dim"])
-    result = run_blocked("decoder", "--out", tmp_path / "run", "--graphs", graphs, "--init-from", start,
-                         "--steps", 1, "--val-fraction", 0, "--no-progress", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "need RDKit" in result.stderr and "Traceback" not in result.stderr
+    runs = {}
+    for block in ("rdkit,matchms", ""):
+        runs[block] = tmp_path / f"run-{block or 'rdkit'}"
+        result = run_blocked("decoder", "--out", runs[block], "--graphs", graphs, "--init-from", start, "--steps", 3,
+                             "--batch-size", 4, "--val-fraction", 0, "--threads", 1, "--no-progress", cwd=tmp_path,
+                             block=block)
+        assert result.returncode == 0, result.stderr[-3000:]
+    without, with_rdkit = (load_file(runs[b] / "weights" / "model.safetensors") for b in ("rdkit,matchms", ""))
+    assert json.loads((runs[""] / "weights" / "config.json").read_text())["config"]["environment_features"]
+    for key, value in with_rdkit.items():
+        assert torch.equal(value, without[key]), key

@@ -253,18 +253,6 @@ def diffusion_edge_loss(decoder: torch.nn.Module, config: DiffMSConfig, schedule
     return loss * count, count
 
 
-def _check_environment_features(config: DiffMSConfig) -> None:
-    """Refuse at the start, not at the first step, a model with environment features where RDKit is missing
-    (``chem.environments`` computes them with RDKit's Morgan hashing)."""
-    if not config.environment_features:
-        return
-    try:
-        import rdkit.Chem  # noqa: F401
-    except ImportError:
-        raise ValueError("this decoder has environment features (config environment_features), which need RDKit; "
-                         "it is not installed here") from None
-
-
 # ------------------------------------------------------------------------------------------ the task
 class DecoderTask(TrainTask):
     name = "decoder"
@@ -292,7 +280,6 @@ class DecoderTask(TrainTask):
                    if k in cfg["model"]}
             base = base.replace(**{k: getattr(start.config, k) for k in DECODER_FIELDS
                                    if k not in ("edge_marginals", "max_n_nodes") and k not in own})
-        _check_environment_features(base)
         graphs, is_val, summary = load_or_build_dataset(cfg, base, run_dir, dist)
         self.train_set = graphs.subset(np.flatnonzero(~is_val))
         self.val_set = graphs.subset(np.flatnonzero(is_val))
