@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from matchms_diffms.chem.environments import environment_bits, plain_environment_bits, rdkit_environment_bits
+from matchms_diffms.chem.environments import (batch_environment_bits, environment_bits, plain_environment_bits,
+                                             rdkit_environment_bits, set_workers)
 from matchms_diffms.chem.molecules import mol_to_graph, morgan_fingerprint
 from matchms_diffms.model.config import DiffMSConfig
 from matchms_diffms.model.decoder import GraphTransformer
@@ -87,6 +88,20 @@ def test_environment_bits_without_rdkit_equal_rdkits():
     assert np.array_equal(environment_bits(nodes, adj, ATOMS, 2, 2048), rdkit_environment_bits(nodes, adj, ATOMS))
     with pytest.raises(ValueError, match="Fe"):
         plain_environment_bits(np.array([0]), np.zeros((1, 1)), ["Fe"])
+
+
+def test_batch_environment_bits_are_the_same_in_worker_processes():
+    graphs = list(noisy_graphs(1, 12))
+    n = max(len(nodes) for nodes, _ in graphs)
+    nodes = np.stack([np.pad(x, (0, n - len(x)), constant_values=-1) for x, _ in graphs])
+    adj = np.stack([np.pad(a, ((0, n - len(a)), (0, n - len(a)))) for _, a in graphs])
+    alone = batch_environment_bits(nodes, adj, ATOMS)
+    assert alone.shape == (12, n, 3)
+    try:
+        set_workers(2)
+        np.testing.assert_array_equal(batch_environment_bits(nodes, adj, ATOMS), alone)
+    finally:
+        set_workers(1)
 
 
 def test_environment_features_in_the_network_input():

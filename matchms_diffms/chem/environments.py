@@ -18,13 +18,16 @@ missing, e.g. decoder training on a GPU machine; tests check that both agree on 
 """
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["environment_bits", "plain_environment_bits", "rdkit_environment_bits"]
+__all__ = ["batch_environment_bits", "environment_bits", "plain_environment_bits", "rdkit_environment_bits",
+           "set_workers"]
 
 _GENERATORS: dict[tuple[int, int], object] = {}
+_POOL: dict = {"workers": 1, "pool": None}
 _MASK = 0xFFFFFFFF
 # Atomic number and RDKit's valence list (its periodic table, lowest = default valence) of every element a
 # decoder vocabulary may hold.
@@ -62,6 +65,31 @@ def environment_bits(nodes: np.ndarray, adj: np.ndarray, atom_types: Sequence[st
     except ImportError:
         return plain_environment_bits(nodes, adj, atom_types, radius, n_bits)
     return rdkit_environment_bits(nodes, adj, atom_types, radius, n_bits)
+
+
+def set_workers(workers: int) -> None:
+    """Compute ``batch_environment_bits`` in ``workers`` processes (1: in this one), e.g. to keep a GPU busy
+    while the CPU hashes; the processes start on first use."""
+    workers = max(1, int(workers))
+    if workers != _POOL["workers"] and _POOL["pool"] is not None:
+        _POOL["pool"].terminate()
+        _POOL["pool"] = None
+    _POOL["workers"] = workers
+
+
+def batch_environment_bits(nodes: np.ndarray, adj: np.ndarray, atom_types: Sequence[str], radius: int = 2,
+                           n_bits: int = 2048) -> np.ndarray:
+    """``environment_bits`` of a batch: (B, n) nodes and (B, n, n) bonds -> (B, n, radius + 1), in the
+    processes of ``set_workers`` (the same bits in any number of them)."""
+    jobs = [(nodes[b], adj[b], list(atom_types), radius, n_bits) for b in range(len(nodes))]
+    workers = _POOL["workers"]
+    if workers > 1 and len(jobs) > 1:
+        if _POOL["pool"] is None:
+            _POOL["pool"] = multiprocessing.get_context("spawn").Pool(workers)   # no fork of a CUDA process
+        rows = _POOL["pool"].starmap(environment_bits, jobs, chunksize=max(1, len(jobs) // (4 * workers)))
+    else:
+        rows = [environment_bits(*job) for job in jobs]
+    return np.stack(rows)
 
 
 def _graph(nodes, adj) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
@@ -152,31 +180,39 @@ def _implicit_hs(symbol: str, explicit: int, aromatic: bool) -> int:
 
 
 def _ring_atoms(n: int, bonds: list[tuple[int, int, int]]) -> list[bool]:
-    """Atoms on a cycle (what RDKit's ring perception marks): ends of a bond whose ends stay connected
-    without it."""
+    """Atoms on a cycle (what RDKit's ring perception marks): ends of a bond that is no bridge, found in one
+    depth-first search (a tree bond u-v is a bridge when nothing below v reaches above it)."""
     nbrs: list[list[tuple[int, int]]] = [[] for _ in range(n)]
     for k, (i, j, _) in enumerate(bonds):
         nbrs[i].append((j, k))
         nbrs[j].append((i, k))
-    in_ring = [False] * n
-    for k, (i, j, _) in enumerate(bonds):
-        if not (in_ring[i] and in_ring[j]) and _connected_without(nbrs, i, j, k):
-            in_ring[i] = in_ring[j] = True
+    order, low, in_ring = [-1] * n, [0] * n, [False] * n
+    count = 0
+    for root in range(n):
+        if order[root] >= 0:
+            continue
+        order[root] = low[root] = count
+        count += 1
+        stack = [(root, -1, iter(nbrs[root]))]
+        while stack:
+            v, via, todo = stack[-1]
+            for w, k in todo:
+                if k == via:
+                    continue
+                if order[w] < 0:
+                    order[w] = low[w] = count
+                    count += 1
+                    stack.append((w, k, iter(nbrs[w])))
+                    break
+                low[v] = min(low[v], order[w])
+            else:
+                stack.pop()
+                if stack:
+                    u = stack[-1][0]
+                    low[u] = min(low[u], low[v])
+                    if low[v] <= order[u]:
+                        in_ring[u] = in_ring[v] = True
     return in_ring
-
-
-def _connected_without(nbrs, start: int, goal: int, skip: int) -> bool:
-    """Whether ``goal`` is reachable from ``start`` without the bond ``skip``."""
-    seen, todo = {start}, [start]
-    while todo:
-        for b, k in nbrs[todo.pop()]:
-            if k == skip or b in seen:
-                continue
-            if b == goal:
-                return True
-            seen.add(b)
-            todo.append(b)
-    return False
 
 
 def _atom_invariants(symbols: list[str], bonds: list[tuple[int, int, int]]) -> list[int]:

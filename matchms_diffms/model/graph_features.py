@@ -264,14 +264,13 @@ def environment_features(X: torch.Tensor, E_cls: torch.Tensor, y: torch.Tensor, 
     env_y : (B, 2) [share of y over the graph's environments, share of y's mass the graph's environments
         cover]
     """
-    from ..chem.environments import environment_bits
+    from ..chem.environments import batch_environment_bits
 
     B, n = node_mask.shape
     R = config.environment_radius
     nodes = torch.where(node_mask, X.argmax(dim=-1), -1).cpu().numpy()                 # (B, n)
     adj = E_cls.cpu().numpy()                                                           # (B, n, n)
-    bits = torch.from_numpy(np.stack([environment_bits(nodes[b], adj[b], config.atom_types, R,
-                                                       y.shape[-1]) for b in range(B)]))
+    bits = torch.from_numpy(batch_environment_bits(nodes, adj, config.atom_types, R, y.shape[-1]))
     bits = bits.to(y.device)                                                           # (B, n, R + 1)
     real = bits >= 0
     yf = y.float()

@@ -148,6 +148,9 @@ def train_group():
 @click.option("--init-from", type=click.Path(exists=True),
               help="Start from the decoder of these weights (folder or official checkpoint) instead of random "
                    "weights: continue pretraining with a new schedule. Its decoder size wins over --model-config.")
+@click.option("--env-workers", type=int,
+              help="Processes that compute the environment features of decoders that have them (default 1), "
+                   "e.g. to keep a GPU fed.")
 def decoder_cmd(**options):
     """Pretrain the graph decoder on fingerprint -> structure (fp2mol)."""
     from .decoder import DEFAULTS, DecoderTask

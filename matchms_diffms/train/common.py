@@ -82,7 +82,7 @@ COMMON_DEFAULTS = {
 
 # Keys that may differ between the original run and a ``--resume`` invocation.
 RESUME_OVERRIDABLE = {"threads", "device", "progress", "stop_at", "time_budget", "ckpt_every", "keep_checkpoints",
-                      "log_every", "val_every", "dist_timeout_min"}
+                      "log_every", "val_every", "dist_timeout_min", "env_workers"}
 
 
 # ------------------------------------------------------------------------------------------ configuration

@@ -64,6 +64,7 @@ DEFAULTS = {
     "cache_dir": None,          # default RUN_DIR/cache
     "init_from": None,          # weights folder / official checkpoint whose decoder is the starting point
     "graphs": None,             # a featurised set (.npz cache file of an earlier run) instead of SMILES inputs
+    "env_workers": 1,           # processes that compute the environment features (chem.environments.set_workers)
 }
 
 def in_validation_split(ik14: str | bytes, fraction: float, seed: int) -> bool:
@@ -265,7 +266,10 @@ class DecoderTask(TrainTask):
         if not cfg["smiles"] and not cfg["smiles_from_mgf"] and not cfg.get("graphs"):
             raise ValueError("train decoder needs molecules: --smiles FILE and/or --smiles-from-mgf FILE, "
                              "or a prepared --graphs FILE")
+        from ..chem.environments import set_workers
+
         self.device = dist.device
+        set_workers(cfg.get("env_workers") or 1)
         base = build_model_config(cfg["model"])
         start = None
         if cfg.get("init_from"):
