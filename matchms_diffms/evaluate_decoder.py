@@ -195,9 +195,10 @@ def evaluate_decoder(path, weights: str = "default", *, n_samples: int = 100, st
     from .annotator import DiffMSAnnotator, derive_seed
     from .chem.molecules import morgan_fingerprint
 
-    annotator = DiffMSAnnotator.from_pretrained(weights, n_samples=n_samples, steps=steps, seed=seed)
+    annotator = DiffMSAnnotator.from_pretrained(weights, n_samples=n_samples, steps=steps, seed=seed,
+                                                max_heavy_atoms=max_atoms)
     model, config = annotator.model, annotator.config
-    limit_atoms = min(config.heavy_atom_limit, max_atoms) if max_atoms else config.heavy_atom_limit
+    limit_atoms = annotator.max_heavy_atoms          # the trained limit unless max_atoms raises or lowers it
     smiles, skipped = read_molecules(path, limit=limit, max_atoms=limit_atoms, atom_types=config.atom_types)
     if not smiles:
         raise ValueError(f"no usable molecule in {path} (skipped: {skipped})")

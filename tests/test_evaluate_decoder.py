@@ -100,3 +100,17 @@ def test_command_prints_table_and_writes_json(smi, tiny, tmp_path):
     data = json.loads(out.read_text())
     assert data["settings"]["n_molecules"] == 2 and len(data["per_molecule"]) == 2
     assert "baseline" not in data["total"]
+
+
+def test_default_atom_limit_is_the_trained_one(smi, tmp_path):
+    """Weights that accept larger formulas than they were trained on are evaluated on the trained sizes
+    unless --max-atoms says otherwise (the 8-atom paracetamol-like molecules are above 7)."""
+    weights = make_tiny_weights(tmp_path / "limit", max_n_nodes=7, max_heavy_atoms=20)
+    trained = evaluate_decoder(smi, str(weights), n_samples=2, steps=1, limit=10, baseline=False)
+    assert trained["settings"]["max_atoms"] == 7
+    assert all(m["heavy_atoms"] <= 7 for m in trained["per_molecule"])
+    raised = evaluate_decoder(smi, str(weights), n_samples=2, steps=1, limit=10, max_atoms=20, baseline=False)
+    assert raised["settings"]["max_atoms"] == 20
+    assert max(m["heavy_atoms"] for m in raised["per_molecule"]) > 7
+    with pytest.raises(ValueError, match="max_heavy_atoms"):
+        evaluate_decoder(smi, str(weights), n_samples=2, steps=1, max_atoms=21, baseline=False)

@@ -137,7 +137,7 @@ def calibrate_command(annotated, output, method, bins):
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1),
               help="Evaluate the first N usable structures.")
 @click.option("--max-atoms", default=None, type=click.IntRange(2),
-              help="Skip molecules with more heavy atoms (default: the weights' limit).")
+              help="Skip molecules with more heavy atoms (default: the largest the decoder was trained on).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also rank random formula-exact molecules by the true fingerprint, with paired differences.")
