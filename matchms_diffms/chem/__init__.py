@@ -24,22 +24,6 @@ _HOME = {
                      "count_candidates", "enumerate_subformulae", "preprocess_peaks"], "subformulae"),
 }
 
-__all__ = [
-    # formula
-    "ELEMENTS_18", "ELEMENT_MASSES", "LOWEST_VALENCE", "VALENCES", "Formula", "FormulaError", "element_mass", "is_element",
-    # adducts
-    "ELECTRON_MASS", "SUPPORTED_ADDUCTS", "Adduct", "UnsupportedAdductError",
-    "parse_adduct", "official_name", "official_index", "precursor_mz", "neutral_mass", "ion_formula",
-    "default_adduct",
-    # subformulae
-    "SubformulaError", "DEFAULT_MAX_CANDIDATES", "assign_subformulae", "preprocess_peaks", "count_candidates",
-    "enumerate_subformulae", "candidate_masses",
-    # mass decomposition
-    "decompose_mass", "passes_golden_rules",
-    # molecules
-    "ATOM_DECODER", "BOND_CLASSES", "MoleculeError", "MolCheck", "graph_to_mol", "check_molecule",
-    "sanitize_and_check", "mol_to_inchi", "inchikey", "inchikey14", "mol_formula", "formula_of_smiles",
-    "matches_formula", "mol_to_graph", "morgan_fingerprint",
-]
+__all__ = list(_HOME)
 
 __getattr__ = lazy_names(__name__, _HOME, globals())
