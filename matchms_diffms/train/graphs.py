@@ -206,11 +206,13 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def save_npz(path: Path, arrays: dict, meta: dict) -> None:
-    """Write arrays + a JSON metadata string into ``path`` atomically (no pickled objects)."""
+    """Write arrays + a JSON metadata string into ``path`` atomically, deflated (no pickled objects)."""
     from ..files import atomic_write
 
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: np.savez(tmp, **arrays, meta=np.array(json.dumps(meta, sort_keys=True))))
+    meta = np.array(json.dumps(meta, sort_keys=True))
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays, meta=meta))
 
 
 def load_npz(path: Path) -> tuple[dict, dict]:
@@ -225,8 +227,6 @@ def file_signature(path: str) -> list:
     p = Path(path).resolve()
     st = p.stat()
     return [str(p), st.st_size, int(st.st_mtime)]
-
-
 
 
 # ------------------------------------------------------------------------------------------ compact storage
@@ -257,19 +257,18 @@ def graphs_from_compact(arrays: dict) -> GraphSet:
     """The ``GraphSet`` of ``compact_arrays`` (offsets rebuilt, types widened back)."""
     n_atoms = arrays["n_atoms"].astype(np.int64)
     n_bonds = arrays["n_bonds"].astype(np.int64)
-    offsets = (lambda counts: np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-    return GraphSet(n_atoms, arrays["atoms"], offsets(n_atoms), arrays["bonds"], offsets(n_bonds),
+    return GraphSet(n_atoms, arrays["atoms"], _offsets(n_atoms), arrays["bonds"], _offsets(n_bonds),
                     arrays.get("fp"), arrays.get("ik14"))
+
+
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    """Start offsets (with the total at the end) of consecutive blocks of ``counts`` items."""
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
 def save_graphs(path: Path, graphs: GraphSet, meta: dict) -> None:
     """Write a featurised set compactly (``compact_arrays``, deflated) with its JSON metadata, atomically."""
-    from ..files import atomic_write
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {**compact_arrays(graphs), "meta": np.array(json.dumps(meta, sort_keys=True))}
-    atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays))
+    save_npz(path, compact_arrays(graphs), meta)
 
 
 def load_graphs(path: Path) -> tuple[GraphSet, dict]:
