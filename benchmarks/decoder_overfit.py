@@ -6,7 +6,11 @@ wall-clock budget and, every ``--eval-every`` seconds, measures on the trained m
 * ``denoise@t``: one denoiser pass from a graph noised to time t; share of graphs whose argmax prediction
   is the whole clean graph (t = 100, 300);
 * ``top1``: sampling from the molecule's own fingerprint (``--samples`` x ``--sample-steps``), the most
-  frequent valid sample equals the molecule (InChIKey first block).
+  frequent valid sample equals the molecule (InChIKey first block);
+* ``loss@t``: the edge cross-entropy per pair at fixed times t, against ``floor@T``: at t = T the noisy
+  graph carries nothing, so no network can beat the entropy of a molecule's bonds given the two atom types
+  (atoms of one element are interchangeable there). Where ``loss@t`` sits on that floor nothing is left to
+  learn; the gap at small and middle t is what memorising has to close.
 
 A healthy setup reaches most molecules. Run:
 
@@ -78,6 +82,23 @@ def reconstruct_top1(model, graphs, idx, samples: int, steps: int, seed: int) ->
     return hits / len(idx)
 
 
+def noised_predictions(model, graphs, idx, t: int, g: torch.Generator):
+    """For batches of 32 of the molecules ``idx`` noised to time t: ``(E0, E_t, pair mask, edge logits)``."""
+    from matchms_diffms.model.diffusion import noise_edges
+    from matchms_diffms.model.graph_features import network_input
+
+    for start in range(0, len(idx), 32):
+        b = [int(i) for i in idx[start:start + 32]]
+        X, E0, mask = graphs.batch(b, model.config.n_atom_types, torch.device("cpu"))
+        y = graphs.fingerprints(b, torch.device("cpu"))
+        tt = torch.full((len(b),), t)
+        Et = noise_edges(E0, tt, model.marginals, model.schedule, mask, g)
+        X_in, E_in, y_in = network_input(X, Et, y, mask, (tt.float() / model.schedule.T).unsqueeze(-1),
+                                         model.config, g)
+        pair = mask[:, :, None] & mask[:, None, :] & ~torch.eye(mask.shape[1], dtype=torch.bool)
+        yield E0, Et, pair, model.decoder(X_in, E_in, y_in, mask)[1]
+
+
 @torch.no_grad()
 def denoise(model, graphs, idx, t: int, seed: int, repeats: int = 4) -> dict:
     """One denoiser pass from graphs noised to time t (argmax of p(E_0)), ``repeats`` noise draws each.
@@ -85,24 +106,11 @@ def denoise(model, graphs, idx, t: int, seed: int, repeats: int = 4) -> dict:
     Returns the share of graphs restored exactly (``exact``), of the bonds the noise removed that come back
     (``restored``), and of the bonds the noise added that go again (``removed``).
     """
-    from matchms_diffms.model.diffusion import noise_edges
-    from matchms_diffms.model.graph_features import network_input
-
     model.decoder.eval()
-    g = torch.Generator().manual_seed(seed)
     ok, lost, back, added, gone = 0, 0, 0, 0, 0
     idx = np.tile(np.asarray(idx), repeats)                   # several noise draws per molecule
-    for start in range(0, len(idx), 32):
-        b = list(idx[start:start + 32])
-        X, E0, mask = graphs.batch(b, model.config.n_atom_types, torch.device("cpu"))
-        y = graphs.fingerprints(b, torch.device("cpu"))
-        tt = torch.full((len(b),), t)
-        Et = noise_edges(E0, tt, model.marginals, model.schedule, mask, g)
-        X_in, E_in, y_in = network_input(X, Et, y, mask, (tt.float() / model.schedule.T).unsqueeze(-1),
-                                         model.config, g)
-        pred = model.decoder(X_in, E_in, y_in, mask)[1].argmax(-1)
-        true, noisy = E0.argmax(-1), Et.argmax(-1)
-        pair = mask[:, :, None] & mask[:, None, :] & ~torch.eye(mask.shape[1], dtype=torch.bool)
+    for E0, Et, pair, logits in noised_predictions(model, graphs, idx, t, torch.Generator().manual_seed(seed)):
+        pred, true, noisy = logits.argmax(-1), E0.argmax(-1), Et.argmax(-1)
         ok += int((~((pred != true) & pair).flatten(1).any(1)).sum())
         was_lost = pair & (true > 0) & (noisy != true)
         lost += int(was_lost.sum())
@@ -111,6 +119,39 @@ def denoise(model, graphs, idx, t: int, seed: int, repeats: int = 4) -> dict:
         added += int(was_added.sum())
         gone += int((was_added & (pred == 0)).sum())
     return {"exact": ok / len(idx), "restored": back / max(lost, 1), "removed": gone / max(added, 1)}
+
+
+@torch.no_grad()
+def loss_by_time(model, graphs, idx, times=(50, 100, 200, 300, 400, 500), seed: int = 4) -> dict:
+    """Edge cross-entropy per pair (eval mode) of the molecules ``idx`` noised to each fixed time t."""
+    import torch.nn.functional as F
+
+    model.decoder.eval()
+    out = {}
+    for t in times:
+        total, count = 0.0, 0
+        for E0, _, pair, logits in noised_predictions(model, graphs, idx, t, torch.Generator().manual_seed(seed + t)):
+            total += float(F.cross_entropy(logits[pair], E0[pair].argmax(-1), reduction="sum"))
+            count += int(pair.sum())
+        out[str(t)] = round(total / count, 4)
+    return out
+
+
+def type_pair_floor(graphs, idx, n_types: int) -> float:
+    """The least edge cross-entropy per pair at t = T: entropy of the bond class given the two atom types,
+    within each molecule (the best a permutation-equivariant network can do from pure noise)."""
+    total, count = 0.0, 0
+    for i in idx:
+        X, E0, mask = graphs.batch([int(i)], n_types, torch.device("cpu"))
+        types, bonds = X[0].argmax(-1).numpy(), E0[0].argmax(-1).numpy()
+        n = int(mask.sum())
+        off = ~np.eye(n, dtype=bool)
+        keys = (types[:n, None] * n_types + types[None, :n])[off] * 8 + bonds[:n, :n][off]
+        _, joint = np.unique(keys, return_counts=True)
+        _, pair = np.unique(keys // 8, return_counts=True)
+        total += -(joint * np.log(joint)).sum() + (pair * np.log(pair)).sum()
+        count += int(off.sum())
+    return round(total / count, 4)
 
 
 class WithoutEdgeResidual(torch.nn.Module):
@@ -149,6 +190,9 @@ def main(argv=None):
     ap.add_argument("--smiles", default=str(SHARED))
     ap.add_argument("--no-edge-residual", action="store_true", help="experiment: no output edge residual")
     ap.add_argument("--save", default=None, help="write the trained decoder's state (safetensors) here")
+    ap.add_argument("--init-from", default=None,
+                    help="start from the decoder of these weights (its size, marginals and features win over "
+                         "--model-config / --set): can a trained decoder memorise, and how fast?")
     args = ap.parse_args(argv)
 
     from matchms_diffms.model.config import DiffMSConfig
@@ -164,7 +208,15 @@ def main(argv=None):
         cfg[k] = json.loads(v)
     config = DiffMSConfig.from_dict(cfg) if hasattr(DiffMSConfig, "from_dict") else DiffMSConfig(**cfg)
     graphs, _ = load_molecules(Path(args.smiles), args.molecules, args.min_atoms, args.max_atoms, config)
-    config = config.replace(edge_marginals=graphs.edge_marginals(), max_n_nodes=60)
+    start = None
+    if args.init_from:
+        from matchms_diffms.train.assembly import load_full_model
+
+        start = load_full_model(args.init_from)
+        config = start.config.replace(decoder_dropout=args.dropout)   # its marginals and n/max_n feature
+        graphs, _ = load_molecules(Path(args.smiles), args.molecules, args.min_atoms, args.max_atoms, config)
+    else:
+        config = config.replace(edge_marginals=graphs.edge_marginals(), max_n_nodes=60)
 
     class M:  # what the sampler needs
         pass
@@ -172,6 +224,8 @@ def main(argv=None):
     model.config, model.schedule = config, NoiseSchedule(config.diffusion_steps)
     model.marginals = edge_marginals(config.edge_marginals)
     model.decoder = GraphTransformer(config, dropout=args.dropout)
+    if start is not None:
+        model.decoder.load_state_dict(start.decoder.state_dict())
     if args.no_edge_residual:
         model.decoder = WithoutEdgeResidual(model.decoder)     # sampling then takes the reference path
     n_params = sum(p.numel() for p in model.decoder.parameters())
@@ -183,15 +237,17 @@ def main(argv=None):
 
     curve, step, train_s, losses = [], 0, 0.0, []
     next_eval = 0.0
-    print(f"{len(graphs)} molecules, {n_params:,} parameters", flush=True)
+    floor = type_pair_floor(graphs, eval_idx, config.n_atom_types)
+    print(f"{len(graphs)} molecules, {n_params:,} parameters, floor@T {floor}", flush=True)
     while True:
         if train_s >= next_eval:
             t0 = time.time()
             rec = {"step": step, "train_s": round(train_s, 1),
                    "loss": round(float(np.mean(losses[-50:])), 4) if losses else None,
                    "denoise@100": denoise(model, graphs, eval_idx, 100, 1),
-                   "denoise@300": denoise(model, graphs, eval_idx, 300, 2)}
-            if step > 0:
+                   "denoise@300": denoise(model, graphs, eval_idx, 300, 2),
+                   "loss@t": loss_by_time(model, graphs, eval_idx)}
+            if step > 0 or start is not None:
                 rec["top1"] = reconstruct_top1(model, graphs, eval_idx, args.samples, args.sample_steps, 3)
             rec["eval_s"] = round(time.time() - t0, 1)
             curve.append(rec)
@@ -218,7 +274,8 @@ def main(argv=None):
         save_file({k: v.contiguous() for k, v in model.decoder.state_dict().items()}, args.save)
     out = ROOT / "benchmarks" / "results" / f"decoder_overfit_{args.tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "parameters": n_params, "curve": curve}, indent=1))
+    out.write_text(json.dumps({"args": vars(args), "parameters": n_params, "floor@T": floor, "curve": curve},
+                              indent=1))
 
 
 if __name__ == "__main__":

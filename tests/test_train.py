@@ -515,6 +515,38 @@ def test_decoder_overfits_four_molecules(tmp_path, tiny_json):
     assert trained < 0.8 * entropy and trained < 0.5 * fresh, (trained, entropy, fresh)
 
 
+def test_bf16_precision_is_the_same_loss_within_bf16_rounding_and_trains(decoder_run, tiny_json, tmp_path):
+    """``--precision bf16`` autocasts the network pass only: the loss equals the float32 one to bf16
+    rounding (same noise), its gradients are float32, a run with it trains, and other values are refused."""
+    from matchms_diffms.model.diffusion import NoiseSchedule, edge_marginals
+    from matchms_diffms.train.decoder import diffusion_edge_loss
+    from matchms_diffms.train.graphs import load_graphs
+    from matchms_diffms.weights import load_weights_dir
+
+    model, _ = load_weights_dir(decoder_run / "weights")
+    cfg, decoder = model.config, model.decoder.eval()
+    g, _ = load_graphs(next((decoder_run / "cache").glob("*.npz")))
+    idx = list(range(min(4, len(g))))
+    X, E0, mask = g.batch(idx, cfg.n_atom_types, torch.device("cpu"))
+    y = g.fingerprints(idx, torch.device("cpu"))
+    schedule, m = NoiseSchedule(cfg.diffusion_steps), edge_marginals(cfg.edge_marginals)
+    losses = {p: diffusion_edge_loss(decoder, cfg, schedule, m, X, E0, y, mask, torch.Generator().manual_seed(1),
+                                     precision=p) for p in ("fp32", "bf16")}
+    assert losses["bf16"].dtype == torch.float32
+    bf16, fp32 = float(losses["bf16"].detach()), float(losses["fp32"].detach())
+    assert abs(bf16 - fp32) < 0.02 * fp32 and bf16 != fp32           # close, and the autocast really ran
+    losses["bf16"].backward()
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in decoder.parameters())
+    with pytest.raises(ValueError, match="precision"):
+        diffusion_edge_loss(decoder, cfg, schedule, m, X, E0, y, mask, torch.Generator(), precision="fp16")
+
+    run = tmp_path / "bf16"
+    invoke(*decoder_args(run, tiny_json, "--steps", 3, "--val-fraction", 0, "--precision", "bf16"))
+    assert json.loads((run / "run_config.json").read_text())["precision"] == "bf16"
+    assert all(np.isfinite(r["loss"]) for r in records(run) if "loss" in r)
+    assert invoke(*decoder_args(tmp_path / "bad", tiny_json, "--precision", "fp16"), ok=False).exit_code == 2
+
+
 # ------------------------------------------------------------------------------------------ assemble
 def test_assemble_joins_encoder_and_decoder_with_the_fold_map(tmp_path):
     import torch

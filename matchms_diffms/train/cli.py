@@ -151,6 +151,9 @@ def train_group():
 @click.option("--env-workers", type=int,
               help="Processes that compute the environment features of decoders that have them (default 1), "
                    "e.g. to keep a GPU fed.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]),
+              help="Arithmetic of the decoder network's pass: fp32 (default) or bf16 autocast (faster on CPUs "
+                   "with AVX512-BF16 and on GPUs; noise, features and the loss stay float32).")
 def decoder_cmd(**options):
     """Pretrain the graph decoder on fingerprint -> structure (fp2mol)."""
     from .decoder import DEFAULTS, DecoderTask

@@ -65,6 +65,7 @@ DEFAULTS = {
     "init_from": None,          # weights folder / official checkpoint whose decoder is the starting point
     "graphs": None,             # a featurised set (.npz cache file of an earlier run) instead of SMILES inputs
     "env_workers": 1,           # processes that compute the environment features (chem.environments.set_workers)
+    "precision": "fp32",        # fp32 | bf16 (autocast of the network pass only, see diffusion_edge_loss)
 }
 
 def in_validation_split(ik14: str | bytes, fraction: float, seed: int) -> bool:
@@ -227,7 +228,7 @@ def _split(graphs: GraphSet, cfg: dict, summary: dict):
 # ------------------------------------------------------------------------------------------ the loss
 def diffusion_edge_loss(decoder: torch.nn.Module, config: DiffMSConfig, schedule, marginals: torch.Tensor,
                         X: torch.Tensor, E0: torch.Tensor, y: torch.Tensor, node_mask: torch.Tensor,
-                        generator: torch.Generator, reduction: str = "mean"):
+                        generator: torch.Generator, reduction: str = "mean", precision: str = "fp32"):
     """Edge cross-entropy of one noised batch (``diffusion.edge_cross_entropy`` at a random time per graph).
 
     Parameters
@@ -236,6 +237,8 @@ def diffusion_edge_loss(decoder: torch.nn.Module, config: DiffMSConfig, schedule
     X : (B, n, A) atoms; E0 : (B, n, n, 5) clean edges; y : (B, cond) conditioning; node_mask : (B, n)
     generator : draws t ~ U{1..T}, the edge noise and the non-LCC feature noise
     reduction : ``"mean"`` (scalar over all entries) or ``"sum_count"`` (sum, number of entries)
+    precision : ``"fp32"`` or ``"bf16"``: autocast of the network pass alone (noising, the structural
+        features -- cycle counts by matrix powers would lose exactness in bf16 -- and the loss stay float32)
     """
     from ..model.diffusion import edge_cross_entropy, noise_edges
     from ..model.graph_features import network_input
@@ -246,8 +249,11 @@ def diffusion_edge_loss(decoder: torch.nn.Module, config: DiffMSConfig, schedule
     E_t = noise_edges(E0, t_int, marginals, schedule, node_mask, generator)          # (B, n, n, 5)
     X_in, E_in, y_in = network_input(X, E_t, y, node_mask, (t_int.float() / T).unsqueeze(-1), config,
                                      generator)
-    _, E_logits, _ = decoder(X_in, E_in, y_in, node_mask)                             # (B, n, n, 5)
-    loss = edge_cross_entropy(E_logits, E0, node_mask)
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+    with torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        _, E_logits, _ = decoder(X_in, E_in, y_in, node_mask)                         # (B, n, n, 5)
+    loss = edge_cross_entropy(E_logits.float(), E0, node_mask)
     if reduction == "mean":
         return loss
     count = float(((E0 != 0).any(-1) & node_mask[:, :, None] & node_mask[:, None, :]).sum())
@@ -269,6 +275,7 @@ class DecoderTask(TrainTask):
         from ..chem.environments import set_workers
 
         self.device = dist.device
+        self.precision = cfg.get("precision") or "fp32"
         set_workers(cfg.get("env_workers") or 1)
         base = build_model_config(cfg["model"])
         start = None
@@ -320,12 +327,12 @@ class DecoderTask(TrainTask):
     def loss(self, indices, generator):
         X, E0, y, mask = self._inputs(self.train_set, indices)
         return diffusion_edge_loss(self.model, self.config, self.schedule, self.marginals, X, E0, y, mask,
-                                   generator), {}
+                                   generator, precision=self.precision), {}
 
     def validate(self, indices, generator):
         X, E0, y, mask = self._inputs(self.val_set, indices)
         s, c = diffusion_edge_loss(self.model, self.config, self.schedule, self.marginals, X, E0, y, mask,
-                                   generator, reduction="sum_count")
+                                   generator, reduction="sum_count", precision=self.precision)
         return {"loss": (float(s), c)}
 
     def export(self, directory: Path, info: dict) -> None:
