@@ -8,7 +8,9 @@
 #   bash benchmarks/gpu_decoder_run.sh [GRAPHS [BUDGET [INIT]]]     defaults: runs/graphs.npz 9m weights/default
 #
 # Tuning by environment: BATCH (256), LR (0.001), THREADS (4, torch), ENV_WORKERS (12 processes for the
-# environment features, computed on the CPU), DEVICE (cuda; cpu for a dry run here), EXTRA (more options).
+# environment features, computed on the CPU), PRECISION (bf16: autocast of the network pass, same held-out
+# loss as float32 in a paired CPU run, benchmarks/README.md; fp32 to switch it off), DEVICE (cuda; cpu for a
+# dry run here), EXTRA (more options).
 # The machine has no RDKit or matchms; the path needs neither (README "Training and evaluation").
 set -uo pipefail
 GRAPHS=${1:-runs/graphs.npz}
@@ -23,6 +25,7 @@ export PYTHONUNBUFFERED=1 MATCHMS_DIFFMS_LOAD_PLUGINS= PYTHONPATH="$PWD${PYTHONP
     python3 -m matchms_diffms.train.cli decoder --out "$RUN" --graphs "$GRAPHS" --init-from "$INIT" \
         --device "${DEVICE:-cuda}" --batch-size "${BATCH:-256}" --lr "${LR:-0.001}" --schedule constant \
         --threads "${THREADS:-4}" --env-workers "${ENV_WORKERS:-12}" --time-budget "$BUDGET" \
+        --precision "${PRECISION:-bf16}" \
         --val-every 1000 --val-max 2048 --log-every 50 --ckpt-every 2000 --keep-checkpoints 1 --no-progress \
         ${EXTRA:-}
     status=$?
