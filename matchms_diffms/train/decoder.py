@@ -330,9 +330,10 @@ class DecoderTask(TrainTask):
                                    generator, precision=self.precision), {}
 
     def validate(self, indices, generator):
+        # float32 whatever the training precision: held-out losses stay comparable across runs
         X, E0, y, mask = self._inputs(self.val_set, indices)
         s, c = diffusion_edge_loss(self.model, self.config, self.schedule, self.marginals, X, E0, y, mask,
-                                   generator, reduction="sum_count", precision=self.precision)
+                                   generator, reduction="sum_count")
         return {"loss": (float(s), c)}
 
     def export(self, directory: Path, info: dict) -> None:
