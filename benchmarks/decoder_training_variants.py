@@ -22,6 +22,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -41,14 +42,14 @@ def main(argv=None):
     ap.add_argument("-o", "--output", default=str(ROOT / "benchmarks/results/decoder_training_variants.json"))
     args = ap.parse_args(argv)
 
-    import torch.nn.functional as F
+    from decoder_overfit import loss_by_time
 
     from matchms_diffms.model.decoder import GraphTransformer
     from matchms_diffms.model.diffusion import edge_cross_entropy, edge_marginals, noise_edges
     from matchms_diffms.model.graph_features import network_input
     from matchms_diffms.train.assembly import load_full_model
     from matchms_diffms.train.common import make_batches
-    from matchms_diffms.train.decoder import in_validation_split
+    from matchms_diffms.train.decoder import diffusion_edge_loss, in_validation_split
     from matchms_diffms.train.graphs import load_graphs
 
     torch.set_num_threads(1)
@@ -61,28 +62,22 @@ def main(argv=None):
     T = schedule.T
     cpu = torch.device("cpu")
 
-    def noised(gs, idx, t, g):
-        X, E0, mask = gs.batch(idx, cfg.n_atom_types, cpu)
-        y = gs.fingerprints(idx, cpu)
-        Et = noise_edges(E0, t, marg, schedule, mask, g)
-        return E0, mask, network_input(X, Et, y, mask, (t.float() / T).unsqueeze(-1), cfg, g)
+    held_order = sorted(range(min(args.held_out, len(val))), key=lambda i: val.n_atoms[i])
 
-    @torch.no_grad()
     def held_out_loss(dec) -> dict:
-        dec.eval()
-        order = sorted(range(min(args.held_out, len(val))), key=lambda i: val.n_atoms[i])
-        out = {}
-        for t in (50, 100, 200, 300, 400):
-            g, total, count = torch.Generator().manual_seed(1000 + t), 0.0, 0
-            for s in range(0, len(order), 32):
-                b = order[s:s + 32]
-                E0, mask, (X_in, E_in, y_in) = noised(val, b, torch.full((len(b),), t), g)
-                logits = dec(X_in, E_in, y_in, mask)[1]
-                pair = (E0 != 0).any(-1) & mask[:, :, None] & mask[:, None, :]
-                total += float(F.cross_entropy(logits[pair], E0[pair].argmax(-1), reduction="sum"))
-                count += int(pair.sum())
-            out[str(t)] = round(total / count, 5)
-        return out
+        model = SimpleNamespace(decoder=dec, config=cfg, marginals=marg, schedule=schedule)
+        return loss_by_time(model, val, held_order, times=(50, 100, 200, 300, 400), seed=1000)
+
+    def low_t_loss(dec, b, g):
+        """The training loss with three quarters of the times drawn from 1..300."""
+        X, E0, mask = train.batch(b, cfg.n_atom_types, cpu)
+        y = train.fingerprints(b, cpu)
+        t = torch.randint(1, T + 1, (len(b),), generator=g)
+        low = torch.randint(1, 301, (len(b),), generator=g)
+        t = torch.where(torch.rand(len(b), generator=g) < 0.75, low, t)
+        Et = noise_edges(E0, t, marg, schedule, mask, g)
+        X_in, E_in, y_in = network_input(X, Et, y, mask, (t.float() / T).unsqueeze(-1), cfg, g)
+        return edge_cross_entropy(dec(X_in, E_in, y_in, mask)[1], E0, mask)
 
     result = {"args": vars(args), "train_molecules": len(train), "held_out": min(args.held_out, len(val)),
               "variants": {}}
@@ -98,14 +93,12 @@ def main(argv=None):
         g, losses, t0 = torch.Generator().manual_seed(7), [], time.time()
         for k in range(args.steps):
             b = batches[k % len(batches)]
-            t = torch.randint(1, T + 1, (len(b),), generator=g)
             if name == "low-t":
-                low = torch.randint(1, 301, (len(b),), generator=g)
-                t = torch.where(torch.rand(len(b), generator=g) < 0.75, low, t)
-            E0, mask, (X_in, E_in, y_in) = noised(train, b, t, g)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "bf16"):
-                logits = dec(X_in, E_in, y_in, mask)[1]
-            loss = edge_cross_entropy(logits.float(), E0, mask)
+                loss = low_t_loss(dec, b, g)
+            else:                                   # the step of train decoder, --precision fp32 / bf16
+                X, E0, mask = train.batch(b, cfg.n_atom_types, cpu)
+                loss = diffusion_edge_loss(dec, cfg, schedule, marg, X, E0, train.fingerprints(b, cpu), mask, g,
+                                           precision=name)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -119,4 +112,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()
