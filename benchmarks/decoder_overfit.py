@@ -207,15 +207,14 @@ def main(argv=None):
         k, v = kv.split("=", 1)
         cfg[k] = json.loads(v)
     config = DiffMSConfig.from_dict(cfg) if hasattr(DiffMSConfig, "from_dict") else DiffMSConfig(**cfg)
-    graphs, _ = load_molecules(Path(args.smiles), args.molecules, args.min_atoms, args.max_atoms, config)
     start = None
     if args.init_from:
         from matchms_diffms.train.assembly import load_full_model
 
         start = load_full_model(args.init_from)
         config = start.config.replace(decoder_dropout=args.dropout)   # its marginals and n/max_n feature
-        graphs, _ = load_molecules(Path(args.smiles), args.molecules, args.min_atoms, args.max_atoms, config)
-    else:
+    graphs, _ = load_molecules(Path(args.smiles), args.molecules, args.min_atoms, args.max_atoms, config)
+    if start is None:
         config = config.replace(edge_marginals=graphs.edge_marginals(), max_n_nodes=60)
 
     class M:  # what the sampler needs
