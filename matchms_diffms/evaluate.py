@@ -124,6 +124,11 @@ class MCESCache:
     -----
     A pair on which myopic-MCES raises is logged (warning) and counted as 100, like an invalid prediction;
     ``n_errors`` counts them (``evaluate_file`` reports it as ``mces_errors``).
+
+    Distances can be kept across runs in a file (:meth:`load`, :meth:`save`): re-evaluating the same spectra
+    with new weights then only solves the pairs it has not seen (the baselines' pairs do not change). Every
+    line holds one pair and the settings it was computed with; only lines with this cache's settings are
+    used. Failed pairs are not saved.
     """
 
     def __init__(self, threshold: float = MCES_THRESHOLD, solver: str = MCES_SOLVER,
@@ -135,6 +140,7 @@ class MCESCache:
         if time_limit is not None:
             self.solver_options["timeLimit"] = time_limit
         self._cache: dict[tuple[str, str], float] = {}
+        self._failed: set[tuple[str, str]] = set()
         self.n_computed = 0
         self.n_errors = 0
         self.seconds = 0.0
@@ -162,6 +168,7 @@ class MCESCache:
                                    true_smiles, pred_smiles, type(err).__name__, err, MCES_MISSING)
                     result = (0, MCES_MISSING)
                     self.n_errors += 1
+                    self._failed.add(key)
             self.seconds += time.perf_counter() - start
             self.n_computed += 1
             distance = float(result[1])
@@ -171,6 +178,54 @@ class MCESCache:
                 distance = float(self.threshold)
             self._cache[key] = distance
         return self._cache[key]
+
+    def settings(self) -> dict:
+        """What a distance depends on besides the pair (the key of a saved line)."""
+        return {"threshold": self.threshold, "always_stronger_bound": self.always_stronger_bound,
+                "solver": self.solver, "time_limit": self.solver_options.get("timeLimit")}
+
+    def known(self, pairs=None) -> dict[tuple[str, str], float]:
+        """Distances solved without error, all or those of ``pairs`` ((true, pred) tuples)."""
+        keys = self._cache.keys() if pairs is None else (k for k in pairs if k in self._cache)
+        return {k: self._cache[k] for k in keys if k not in self._failed}
+
+    def add(self, distances: dict[tuple[str, str], float]) -> None:
+        """Take over distances solved elsewhere (a worker process, a saved file)."""
+        self._cache.update(distances)
+
+    def load(self, path) -> int:
+        """Add the distances saved in ``path`` with this cache's settings; a missing file adds none.
+
+        Returns the number of pairs added. A line that is not a saved distance raises ValueError.
+        """
+        path = Path(path)
+        if not path.exists():
+            return 0
+        mine, added = self.settings(), {}
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                key, distance = (row["true"], row["pred"]), float(row["distance"])
+                settings = {k: row[k] for k in mine}
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}, line {number}: not an MCES distance line ({err})") from None
+            if settings == mine:
+                added[key] = distance
+        self.add(added)
+        return len(added)
+
+    def save(self, path) -> Path:
+        """Write this cache's distances to ``path`` (atomically), keeping the file's lines of other settings."""
+        path = Path(path)
+        mine = self.settings()
+        kept = []
+        if path.exists():
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and {k: json.loads(line).get(k) for k in mine} != mine]
+        rows = [json.dumps({"true": t, "pred": p, "distance": d, **mine}) for (t, p), d in self.known().items()]
+        return atomic_write_text(path, "".join(line + "\n" for line in kept + rows))
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -504,7 +559,7 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
                   workers: int = 1, ranking: str | None = None, baselines: Sequence[str] = (),
                   diffms_variant: bool = True, diffms_mces: bool = False, max_formulas: int = 3,
                   max_heavy_atoms: int | None = None, threads: int | None = None, checkpoint=None,
-                  resume: bool = False, progress: bool = False) -> dict:
+                  resume: bool = False, progress: bool = False, mces_cache=None) -> dict:
     """Annotate the labelled spectra of ``path`` and compute the MassSpecGym metrics (and the baselines').
 
     Parameters
@@ -523,6 +578,10 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
         See :func:`load_labelled_spectra` (one spectrum per structure by default).
     compute_mces, mces_time_limit
         Skip MCES (slow) / solver time limit per pair.
+    mces_cache
+        Optional file of MCES distances (:meth:`MCESCache.load`): distances found there are reused, and
+        every distance solved is added to it after each system. ``mces_computed`` counts the pairs solved,
+        ``mces_cached`` the pairs read from the file.
     details
         Optional list that receives one dict per spectrum (id, true SMILES, predictions, metrics).
     workers, threads
@@ -564,10 +623,15 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
     mces = MCESCache(time_limit=mces_time_limit) if compute_mces else None
     mces100 = MCESCache(threshold=DIFFMS_MCES_THRESHOLD, always_stronger_bound=False,
                         time_limit=mces_time_limit) if diffms_mces else None
+    reused = {c: c.load(mces_cache) for c in (mces, mces100) if c is not None and mces_cache is not None}
     systems = [weights] + [b for b in baselines if b != weights]
     encoder = weights if weights not in BASELINES else "default"
-    runs = {name: _run_system(name, spectra, settings, encoder, mces, mces100 if diffms_variant else None,
-                              diffms_variant, run if name == weights else {}) for name in systems}
+    runs = {}
+    for name in systems:
+        runs[name] = _run_system(name, spectra, settings, encoder, mces, mces100 if diffms_variant else None,
+                                 diffms_variant, run if name == weights else {})
+        for cache in reused:          # after every system: an interrupted evaluation keeps what it solved
+            cache.save(mces_cache)
     result = _summary(runs[weights], top_k)
     if details is not None:
         for spectrum, preds, metrics in zip(runs[weights]["annotated"], runs[weights]["predictions"],
@@ -587,7 +651,10 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
                   file=str(path),
                   mces_seconds=mces.seconds if mces is not None else None,
                   mces_solver=mces.solver if mces is not None else None,
-                  mces_errors=mces.n_errors if mces is not None else None)
+                  mces_errors=mces.n_errors if mces is not None else None,
+                  mces_computed=mces.n_computed if mces is not None else None)
+    if mces is not None and mces_cache is not None:
+        result["mces_cached"] = reused[mces]
     if mces100 is not None:
         result["diffms_mces_seconds"] = mces100.seconds
     return result
@@ -682,13 +749,18 @@ def _in_processes(function, parts: list, *args) -> list:
         return [f.result() for f in [pool.submit(function, part, *args) for part in parts]]
 
 
-def _metrics_part(pairs: list, time_limit: float | None, diffms_mces: bool, diffms_variant: bool) -> tuple:
-    """Worker process: metrics of ``(true_smiles, predictions)`` pairs with its own MCES caches."""
+def _metrics_part(pairs: list, time_limit: float | None, diffms_mces: bool, diffms_variant: bool,
+                  known: list[dict]) -> tuple:
+    """Worker process: metrics of ``(true_smiles, predictions)`` pairs with its own MCES caches, seeded with
+    the distances ``known`` to the parent (one dict per cache); returns the distances it solved too."""
     mces = MCESCache(time_limit=time_limit)
     mces100 = MCESCache(threshold=DIFFMS_MCES_THRESHOLD, always_stronger_bound=False,
                         time_limit=time_limit) if diffms_mces else None
+    caches = [c for c in (mces, mces100) if c is not None]
+    for cache, distances in zip(caches, known):
+        cache.add(distances)
     per = [_all_metrics(true, preds, mces, mces100, diffms_variant) for true, preds in pairs]
-    return per, [(c.seconds, c.n_errors, c.n_computed) for c in (mces, mces100) if c is not None]
+    return per, [(c.seconds, c.n_errors, c.n_computed, c.known()) for c in caches]
 
 
 def _metrics_in_processes(pairs: list, workers: int, mces: MCESCache, mces100: MCESCache | None = None,
@@ -697,15 +769,17 @@ def _metrics_in_processes(pairs: list, workers: int, mces: MCESCache, mces100: M
     n = min(workers, len(pairs))
     # interleaved parts: the hard (large) molecules are not all in one part
     parts = [pairs[i::n] for i in range(n)]
+    caches = [c for c in (mces, mces100) if c is not None]
     results = _in_processes(_metrics_part, parts, mces.solver_options.get("timeLimit"), mces100 is not None,
-                            diffms_variant)
+                            diffms_variant, [c.known() for c in caches])
     per: list = [None] * len(pairs)
     for i, (part, counters) in enumerate(results):
         per[i::n] = part
-        for cache, (seconds, errors, computed) in zip([c for c in (mces, mces100) if c is not None], counters):
+        for cache, (seconds, errors, computed, distances) in zip(caches, counters):
             cache.seconds += seconds
             cache.n_errors += errors
             cache.n_computed += computed
+            cache.add(distances)
     return per
 
 

@@ -255,6 +255,65 @@ def test_mces_failure_is_counted_not_fatal(monkeypatch, caplog):
     assert cache.n_errors == 1 and "solver exploded" in caplog.text
 
 
+def test_mces_cache_file_round_trip_keeps_settings_apart(tmp_path):
+    path = tmp_path / "mces.jsonl"
+    first = ev.MCESCache()
+    assert first.load(path) == 0                                    # no file yet: nothing to add
+    assert first(ASPIRIN, SALICYLIC) == 4.0
+    first.save(path)
+    wide = ev.MCESCache(threshold=100, always_stronger_bound=False)
+    wide(ASPIRIN, SALICYLIC)
+    wide.save(path)                                                  # a second settings block, same file
+    assert len(path.read_text().splitlines()) == 2
+
+    again = ev.MCESCache()
+    assert again.load(path) == 1                                     # only the line with its own settings
+    assert again(ASPIRIN, SALICYLIC) == 4.0 and again.n_computed == 0
+    limited = ev.MCESCache(time_limit=5)
+    assert limited.load(path) == 0                                   # other settings: not reused
+
+
+def test_mces_cache_file_skips_failed_pairs_and_refuses_bad_lines(tmp_path, monkeypatch):
+    import myopic_mces
+
+    monkeypatch.setattr(myopic_mces, "MCES", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("down")))
+    cache = ev.MCESCache()
+    cache(ASPIRIN, SALICYLIC)
+    path = cache.save(tmp_path / "mces.jsonl")
+    assert cache.n_errors == 1 and path.read_text() == ""            # a failure is not a distance
+    path.write_text('{"true": "CCO", "pred": "CC"}\n')
+    with pytest.raises(ValueError, match="line 1: not an MCES distance line"):
+        ev.MCESCache().load(path)
+
+
+def test_evaluate_reuses_the_mces_cache_file(tmp_path):
+    """A second evaluation of the same spectra solves no pair; the metrics are the same (2 workers)."""
+    cache = tmp_path / "mces.jsonl"
+    kw = dict(weights="random-formula", top_k=3, seed=0, workers=2, mces_cache=cache)
+    first = ev.evaluate_file(FIXTURES / "massbank_small.mgf", **kw)
+    assert first["mces_computed"] > 0 and first["mces_cached"] == 0
+    assert len(cache.read_text().splitlines()) == first["mces_computed"]
+    second = ev.evaluate_file(FIXTURES / "massbank_small.mgf", **kw)
+    assert second["mces_computed"] == 0 and second["mces_cached"] == first["mces_computed"]
+    assert second["top10_mces"] == first["top10_mces"] and second["top1_mces"] == first["top1_mces"]
+
+
+def test_cli_evaluate_bad_mces_cache_is_a_clear_error(tmp_path):
+    from matchms_diffms.commands import evaluate as evaluate_commands
+
+    @click.group()
+    def cli():
+        pass
+
+    evaluate_commands.diffms_register_commands(cli)
+    bad = tmp_path / "mces.jsonl"
+    bad.write_text("not json\n")
+    result = CliRunner().invoke(cli, ["evaluate", str(FIXTURES / "massbank_small.mgf"), "--weights",
+                                      "random-formula", "--mces-cache", str(bad), "-o", str(tmp_path / "m.json")])
+    assert result.exit_code == 1 and "line 1: not an MCES distance line" in result.output
+    assert bad.read_text() == "not json\n"                          # the user's file is left as it was
+
+
 def test_evaluate_workers_give_the_same_predictions(tmp_path):
     from reliability_helpers import make_tiny_weights
 

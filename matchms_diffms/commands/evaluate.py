@@ -36,24 +36,31 @@ encoder).""")
 @click.option("--diffms-mces", is_flag=True,
               help="Also DiffMS's MCES variant (threshold 100, tautomer-canonical; slow). Its InChI accuracy and "
                    "tautomer-canonical Tanimoto are always reported (under 'diffms').")
+@click.option("--mces-cache", type=click.Path(dir_okay=False), default=None,
+              help="Keep MCES distances in this file (JSON lines) and reuse those found there: re-evaluating "
+                   "the same spectra with new weights then only solves the new pairs.")
 @click.option("--ionmode", type=click.Choice(["positive", "negative"]), default=None,
               help="Evaluate only spectra of this polarity.")
 @click.option("--details", type=click.Path(dir_okay=False), default=None,
               help="Also write per-spectrum predictions and metrics to this JSON file.")
 @annotation_options(pseudo_weights=BASELINES)
-def evaluate_command(file, output, limit, all_spectra, no_mces, baselines, no_baselines, diffms_mces, ionmode,
-                     details, settings, resume, progress):
+def evaluate_command(file, output, limit, all_spectra, no_mces, baselines, no_baselines, diffms_mces, mces_cache,
+                     ionmode, details, settings, resume, progress):
     from ..checkpoint import checkpoint_path_for
 
     checkpoint = checkpoint_path_for(output)
     rows: list | None = [] if details else None
-    result = evaluate_file(file, weights=settings.weights, n_samples=settings.n_samples, steps=settings.steps,
-                           top_k=settings.top_k, seed=settings.seed, one_per_structure=not all_spectra, limit=limit,
-                           compute_mces=not no_mces, details=rows, ionmode=ionmode, complete=settings.complete,
-                           workers=settings.workers, ranking=settings.ranking,
-                           baselines=() if no_baselines else baselines, diffms_mces=diffms_mces,
-                           max_formulas=settings.max_formulas, max_heavy_atoms=settings.max_heavy_atoms,
-                           threads=settings.threads, checkpoint=checkpoint, resume=resume, progress=progress)
+    try:
+        result = evaluate_file(
+            file, weights=settings.weights, n_samples=settings.n_samples, steps=settings.steps,
+            top_k=settings.top_k, seed=settings.seed, one_per_structure=not all_spectra, limit=limit,
+            compute_mces=not no_mces, details=rows, ionmode=ionmode, complete=settings.complete,
+            workers=settings.workers, ranking=settings.ranking, baselines=() if no_baselines else baselines,
+            diffms_mces=diffms_mces, max_formulas=settings.max_formulas, max_heavy_atoms=settings.max_heavy_atoms,
+            threads=settings.threads, checkpoint=checkpoint, resume=resume, progress=progress,
+            mces_cache=mces_cache)
+    except ValueError as err:          # a bad --mces-cache file, ...
+        raise click.ClickException(str(err)) from None
     result.update(workers=settings.workers, threads=settings.threads)
     _write_json(result, Path(output))
     if details:
@@ -76,6 +83,8 @@ def _echo_summary(result: dict) -> None:
             click.echo(f"{key:22s} {_fmt(result['intervals'][key])}")
         elif key in result:
             click.echo(f"{key:22s} {result[key]}")
+    if result.get("mces_cached") is not None:
+        click.echo(f"{'mces pairs':22s} {result['mces_computed']} solved, {result['mces_cached']} read from the cache")
     if result.get("decoded_share") is not None:
         click.echo(f"{'decoded_share':22s} {result['decoded_share']:.4f}")
     for key, value in result.get("diffms", {}).items():
