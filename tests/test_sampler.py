@@ -104,7 +104,13 @@ def test_time_grid():
     for steps in (1, 2, 7, 50, 100, 499):
         g = time_grid(500, steps)
         assert len(g) == steps + 1 and g[0] == 500 and g[-1] == 0 and (np.diff(g) < 0).all()
-    np.testing.assert_array_equal(time_grid(500, 50), np.arange(500, -1, -10))
+    np.testing.assert_array_equal(time_grid(500, 50, power=1.0), np.arange(500, -1, -10))
+    np.testing.assert_array_equal(time_grid(500, 4), [500, 281, 125, 31, 0])           # 500 (1 - k/4)^2
+    fine = time_grid(500, 20)
+    assert (np.diff(fine)[-5:] > np.diff(fine)[:5]).all()          # short steps near t = 0, long near T
+    for steps in range(1, 501):                                     # rounding collisions kept apart
+        g = time_grid(500, steps)
+        assert len(g) == steps + 1 and g[0] == 500 and g[-1] == 0 and (np.diff(g) < 0).all()
     for bad in (0, 501, -3):
         with pytest.raises(ValueError):
             time_grid(500, bad)
@@ -336,8 +342,9 @@ def test_reverse_chain_reproduces_forward_marginals(schedule, m, steps, B):
     target = ring_classes()
     iu = torch.triu(torch.ones(6, 6, dtype=torch.bool), 1)
     checked = 0
+    visited = {int(np.abs(grid[1:-1] - t).argmin()) + 1 for t in (400, 250, 100, 50)}  # nearest grid times
     for idx, t in enumerate(grid[:-1]):
-        if idx == 0 or t not in (400, 250, 100, 50):
+        if idx not in visited:
             continue
         cls = feats.E[idx].argmax(-1)                                  # (B, 6, 6)
         ab = float(schedule.alpha_bar(int(t)))

@@ -483,14 +483,26 @@ def edge_cross_entropy(E_logits: torch.Tensor, E0: torch.Tensor,
 
 # ----------------------------------------------------------------------------------------- sampler
 
-def time_grid(T: int, steps: int) -> np.ndarray:
+GRID_POWER = 2.0  # skip-step grid t_k = T (1 - k/steps)^p: dense where the bonds are decided (see time_grid)
+
+
+def time_grid(T: int, steps: int, power: float = GRID_POWER) -> np.ndarray:
     """Strictly decreasing integer times T = t_0 > t_1 > ... > t_steps = 0 (int64, length steps + 1).
 
-    ``steps == T`` gives every integer (the reference chain); fewer steps round an even linspace.
+    ``steps == T`` gives every integer (the reference chain). Fewer steps round t_k = T (1 - k/steps)^power,
+    each time at least one above the next: with the default power 2 the steps are long where the noisy graph
+    still says little (t near T) and short near 0, where the bonds are decided. On 15 val molecules from their
+    true fingerprints (default weights, 20 steps, 100 samples) that raised the share of valid samples from
+    26 % (even grid, ``power=1``) to 37 % (100 even steps: 39 %), at the same cost.
     """
     if not 1 <= int(steps) <= T:
         raise ValueError(f"steps must be between 1 and T = {T}, got {steps}")
-    grid = np.round(np.linspace(T, 0, int(steps) + 1)).astype(np.int64)                # (steps+1,)
+    if int(steps) == T:
+        return np.arange(T, -1, -1, dtype=np.int64)
+    k = np.arange(int(steps) + 1) / int(steps)
+    grid = np.round(T * (1.0 - k) ** power).astype(np.int64)                          # (steps+1,)
+    for i in range(len(grid) - 2, -1, -1):          # rounding may repeat small times: keep them apart
+        grid[i] = max(grid[i], grid[i + 1] + 1)
     assert grid[0] == T and grid[-1] == 0 and (np.diff(grid) < 0).all(), grid
     return grid
 
@@ -570,7 +582,8 @@ def reverse_sample(model, X: torch.Tensor, node_mask: torch.Tensor, y: torch.Ten
         (B, cond_dim) conditioning vector.
     steps
         Number of reverse steps (1..T); None or T = the reference chain t = T, T-1, ..., 1.
-        Fewer steps use the integer grid of ``time_grid`` and the exact multi-step posterior.
+        Fewer steps use the integer grid of ``time_grid`` (denser near t = 0) and the exact multi-step
+        posterior.
     generator
         Optional torch.Generator on X's device; used for the prior, every draw, and passed to ``features``.
     return_probs
