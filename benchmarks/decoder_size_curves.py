@@ -34,12 +34,6 @@ from _common import Contention, environment, write_json  # noqa: E402
 WIDTHS = ("dx", "de", "dy", "dim_ffX", "dim_ffE", "dim_ffy", "hidden_mlp_X", "hidden_mlp_E", "hidden_mlp_y")
 
 
-def parse_duration(text: str) -> float:
-    from matchms_diffms.train.common import parse_duration as parse
-
-    return parse(text)
-
-
 def size_config(factor: float) -> dict:
     """The shipped decoder's model config with every width scaled by ``factor``."""
     base = json.loads((ROOT / "weights" / "default" / "training" / "model_config.json").read_text())
@@ -132,6 +126,7 @@ def main(argv=None):
     ap.add_argument("--limit", type=int, default=50)
     ap.add_argument("-o", "--output", default=str(ROOT / "benchmarks/results/decoder_size_curves.json"))
     args = ap.parse_args(argv)
+    from matchms_diffms.train.common import parse_duration
 
     result = {"what": __doc__.split("\n")[0], "environment": environment(1), "budget": args.budget,
               "molecules": args.molecules, "limit": args.limit, "samples": args.samples, "sizes": []}

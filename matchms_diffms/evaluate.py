@@ -184,10 +184,9 @@ class MCESCache:
         return {"threshold": self.threshold, "always_stronger_bound": self.always_stronger_bound,
                 "solver": self.solver, "time_limit": self.solver_options.get("timeLimit")}
 
-    def known(self, pairs=None) -> dict[tuple[str, str], float]:
-        """Distances solved without error, all or those of ``pairs`` ((true, pred) tuples)."""
-        keys = self._cache.keys() if pairs is None else (k for k in pairs if k in self._cache)
-        return {k: self._cache[k] for k in keys if k not in self._failed}
+    def known(self) -> dict[tuple[str, str], float]:
+        """Distances solved without error (what a file or another process may reuse)."""
+        return {k: d for k, d in self._cache.items() if k not in self._failed}
 
     def add(self, distances: dict[tuple[str, str], float]) -> None:
         """Take over distances solved elsewhere (a worker process, a saved file)."""
