@@ -71,7 +71,7 @@ def collect(n: int, seed: int, threads: int, old, weights: str) -> list[dict]:
 
         def _generate(self, atoms, y, formula, generator):
             adj, probs = self.model.sample(atoms, y, n_samples=self.n_samples, steps=self.steps,
-                                           generator=generator, return_probs=True)
+                                           generator=generator, return_probs=True, hydrogens=formula["H"])
             self.captured = (atoms, adj, probs, formula)
             return self._molecules(atoms, adj, probs, formula)
 

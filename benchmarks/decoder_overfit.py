@@ -39,7 +39,7 @@ def load_molecules(path: Path, n: int, min_atoms: int, max_atoms: int, config):
     from matchms_diffms.labelled import read_smiles
     from matchms_diffms.train.graphs import GraphSet, featurize_smiles
 
-    nodes, bonds, fps, iks, smiles = [], [], [], [], []
+    nodes, bonds, fps, iks, hydrogens, smiles = [], [], [], [], [], []
     for smi in read_smiles(path):
         rec, _ = featurize_smiles(smi, list(config.atom_types), config.cond_dim, 2, max_atoms, min_atoms)
         if rec is None or rec[0] in iks:
@@ -48,10 +48,16 @@ def load_molecules(path: Path, n: int, min_atoms: int, max_atoms: int, config):
         nodes.append(rec[1])
         bonds.append(rec[2])
         fps.append(rec[3])
+        hydrogens.append(rec[4])
         smiles.append(smi)
         if len(iks) >= n:
             break
-    return GraphSet.from_records(nodes, bonds, fps, iks), smiles
+    return GraphSet.from_records(nodes, bonds, fps, iks, hydrogens), smiles
+
+
+def hydrogens_of(graphs, idx, config, device=torch.device("cpu")):
+    """(B,) hydrogen counts of the molecules ``idx`` for decoders with ``hydrogen_features``, else None."""
+    return graphs.hydrogen_counts(idx, device) if config.hydrogen_features else None
 
 
 def reconstruct_top1(model, graphs, idx, samples: int, steps: int, seed: int) -> float:
@@ -67,9 +73,10 @@ def reconstruct_top1(model, graphs, idx, samples: int, steps: int, seed: int) ->
     for i in idx:
         X, _, mask = graphs.batch([i], model.config.n_atom_types, torch.device("cpu"))
         y = graphs.fingerprints([i], torch.device("cpu"))
+        h = hydrogens_of(graphs, [i] * samples, model.config)                          # (S,) or None
         g = torch.Generator().manual_seed(seed + int(i))
         E = reverse_sample(model, X.expand(samples, -1, -1), mask.expand(samples, -1),
-                           y.expand(samples, -1), steps=steps, generator=g)
+                           y.expand(samples, -1), steps=steps, generator=g, hydrogens=h)
         nodes = X[0].argmax(-1).numpy()
         keys = []
         for b in range(samples):
@@ -94,7 +101,7 @@ def noised_predictions(model, graphs, idx, t: int, g: torch.Generator):
         tt = torch.full((len(b),), t)
         Et = noise_edges(E0, tt, model.marginals, model.schedule, mask, g)
         X_in, E_in, y_in = network_input(X, Et, y, mask, (tt.float() / model.schedule.T).unsqueeze(-1),
-                                         model.config, g)
+                                         model.config, g, hydrogens=hydrogens_of(graphs, b, model.config))
         pair = mask[:, :, None] & mask[:, None, :] & ~torch.eye(mask.shape[1], dtype=torch.bool)
         yield E0, Et, pair, model.decoder(X_in, E_in, y_in, mask)[1]
 
@@ -261,7 +268,8 @@ def main(argv=None):
         t0 = time.time()
         X, E0, mask = graphs.batch(idx, config.n_atom_types, torch.device("cpu"))
         y = graphs.fingerprints(idx, torch.device("cpu"))
-        loss = diffusion_edge_loss(model.decoder, config, model.schedule, model.marginals, X, E0, y, mask, gen)
+        loss = diffusion_edge_loss(model.decoder, config, model.schedule, model.marginals, X, E0, y, mask, gen,
+                                   hydrogens=hydrogens_of(graphs, idx, config))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

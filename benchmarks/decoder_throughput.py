@@ -78,15 +78,19 @@ class StepBench:
         t, s = 250, 249
         self.Q = (step_transition(schedule, t, s, m), Qbar(schedule.alpha_bar(s), m), Qbar(schedule.alpha_bar(t), m))
         self.t_norm = torch.full((B, 1), t / schedule.T)
-        self.static = static_features(self.X, self.mask, cfg)
+        # (B,) for decoders with hydrogen features: the H count of the saturated acyclic molecule of these atoms
+        self.H = (torch.full((B,), float(sum(cfg.atom_valencies[a] for a in atoms) - 2 * (n - 1)))
+                  if cfg.hydrogen_features else None)
+        self.static = static_features(self.X, self.mask, cfg, hydrogens=self.H)
         self.table = posterior_table(*self.Q)
         self.seed = seed
         self.net_inputs = network_input(self.X, self.E, self.y, self.mask, self.t_norm, cfg,
-                                        torch.Generator().manual_seed(seed))
+                                        torch.Generator().manual_seed(seed), hydrogens=self.H)
 
     def reference(self):
         g = torch.Generator().manual_seed(self.seed + 1)
-        X_in, E_in, y_in = network_input(self.X, self.E, self.y, self.mask, self.t_norm, self.cfg, g)
+        X_in, E_in, y_in = network_input(self.X, self.E, self.y, self.mask, self.t_norm, self.cfg, g,
+                                         hydrogens=self.H)
         logits = self.decoder(X_in, E_in, y_in, self.mask)[1]
         prob = posterior_edge_probs(self.E, F.softmax(logits.float(), dim=-1), *self.Q)
         return edge_classes(sample_edges(prob, self.mask, g))

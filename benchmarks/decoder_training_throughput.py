@@ -79,8 +79,9 @@ def main(argv=None):
             t0 = time.perf_counter()
             X, E0, mask = graphs.batch(idx, r["cfg"].n_atom_types, torch.device("cpu"))
             y = graphs.fingerprints(idx, torch.device("cpu"))
+            h = graphs.hydrogen_counts(idx, torch.device("cpu")) if r["cfg"].hydrogen_features else None  # (B,)
             loss = diffusion_edge_loss(r["dec"], r["cfg"], schedule, marg, X, E0, y, mask, r["gen"],
-                                       precision=r["precision"])
+                                       precision=r["precision"], hydrogens=h)
             r["opt"].zero_grad(set_to_none=True)
             loss.backward()
             r["opt"].step()

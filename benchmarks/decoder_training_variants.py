@@ -62,6 +62,11 @@ def main(argv=None):
     T = schedule.T
     cpu = torch.device("cpu")
 
+    def hydrogens(b):
+        """(B,) hydrogen counts of the training molecules ``b`` for a decoder with hydrogen features, else
+        None (a ValueError for a cache file featurised without them)."""
+        return train.hydrogen_counts(b, cpu) if cfg.hydrogen_features else None
+
     held_order = sorted(range(min(args.held_out, len(val))), key=lambda i: val.n_atoms[i])
 
     def held_out_loss(dec) -> dict:
@@ -76,7 +81,8 @@ def main(argv=None):
         low = torch.randint(1, 301, (len(b),), generator=g)
         t = torch.where(torch.rand(len(b), generator=g) < 0.75, low, t)
         Et = noise_edges(E0, t, marg, schedule, mask, g)
-        X_in, E_in, y_in = network_input(X, Et, y, mask, (t.float() / T).unsqueeze(-1), cfg, g)
+        X_in, E_in, y_in = network_input(X, Et, y, mask, (t.float() / T).unsqueeze(-1), cfg, g,
+                                         hydrogens=hydrogens(b))
         return edge_cross_entropy(dec(X_in, E_in, y_in, mask)[1], E0, mask)
 
     result = {"args": vars(args), "train_molecules": len(train), "held_out": min(args.held_out, len(val)),
@@ -98,7 +104,7 @@ def main(argv=None):
             else:                                   # the step of train decoder, --precision fp32 / bf16
                 X, E0, mask = train.batch(b, cfg.n_atom_types, cpu)
                 loss = diffusion_edge_loss(dec, cfg, schedule, marg, X, E0, train.fingerprints(b, cpu), mask, g,
-                                           precision=name)
+                                           precision=name, hydrogens=hydrogens(b))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

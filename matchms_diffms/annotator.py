@@ -445,7 +445,7 @@ class DiffMSAnnotator:
         ``sources[i]``: ``"sampled"`` or ``"decoded"`` for ``formula_exact[i]``.
         """
         adj, probs = self.model.sample(atoms, y, n_samples=self.n_samples, steps=self.steps, generator=generator,
-                                       return_probs=True)
+                                       return_probs=True, hydrogens=formula["H"])
         return self._molecules(atoms, adj, probs, formula)
 
     def _molecules(self, atoms: list[str], adj: np.ndarray, probs: np.ndarray | None, formula):

@@ -209,8 +209,9 @@ def evaluate_decoder(path, weights: str = "default", *, n_samples: int = 100, st
         atoms = [a.GetSymbol() for a in mol.GetAtoms()]
         y = torch.from_numpy(morgan_fingerprint(mol, config.cond_dim, 2).astype(np.float32))
         gen = torch.Generator().manual_seed(derive_seed(seed, "decoder", smi))
+        hydrogens = sum(a.GetTotalNumHs() for a in mol.GetAtoms())
         samples, probs = model.sample(atoms, y, n_samples=n_samples, steps=annotator.steps, generator=gen,
-                                      return_probs=True)
+                                      return_probs=True, hydrogens=hydrogens)
         per_molecule.append(molecule_metrics(smi, samples, atoms, annotator, probs))
         if baseline:
             per_molecule[-1]["baseline"] = baseline_metrics(smi, n_samples, derive_seed(seed, "baseline", smi))

@@ -1,4 +1,4 @@
-"""Decoder training pieces: batching, environment features, widening a start, time budget."""
+"""Decoder training pieces: batching, environment and hydrogen features, widening a start, time budget."""
 import numpy as np
 import pytest
 import torch
@@ -8,7 +8,7 @@ from matchms_diffms.chem.environments import (batch_environment_bits, environmen
 from matchms_diffms.chem.molecules import mol_to_graph, morgan_fingerprint
 from matchms_diffms.model.config import DiffMSConfig
 from matchms_diffms.model.decoder import GraphTransformer
-from matchms_diffms.model.graph_features import network_input
+from matchms_diffms.model.graph_features import hydrogen_features, network_input
 from matchms_diffms.train.common import parse_duration
 from matchms_diffms.train.assembly import load_decoder_state
 from matchms_diffms.train.graphs import GraphSet, featurize_smiles
@@ -22,7 +22,7 @@ SMALL = dict(decoder_layers=2, hidden_mlp_X=16, hidden_mlp_E=8, hidden_mlp_y=32,
 def graph_set():
     recs = [featurize_smiles(s, ATOMS, 2048, 2, 60)[0] for s in SMILES]
     return GraphSet.from_records([r[1] for r in recs], [r[2] for r in recs], [r[3] for r in recs],
-                                 [r[0] for r in recs])
+                                 [r[0] for r in recs], [r[4] for r in recs])
 
 
 def test_batch_rebuilds_every_graph():
@@ -117,10 +117,55 @@ def test_environment_features_in_the_network_input():
     assert torch.allclose(y_in[:, -1], torch.tensor([0.1, 0.1]))  # t stays last
 
 
-def test_fast_sampling_path_equals_reference_with_environment_features():
+@pytest.mark.parametrize("smiles,hydrogens", [("CCO", 6), ("c1ccccc1O", 6), ("CC(=O)Nc1ccc(O)cc1", 9),
+                                               ("C#N", 1), ("OC(=O)C=CC(=O)O", 4)])
+def test_featurised_hydrogen_counts(smiles, hydrogens):
+    assert featurize_smiles(smiles, ATOMS, 2048, 2, 60)[0][4] == hydrogens
+
+
+def test_hydrogen_features_are_the_bond_budget():
+    cfg = DiffMSConfig(**SMALL, hydrogen_features=True)
+    gs = graph_set()
+    X, E, mask = gs.batch([0, 4], len(ATOMS), torch.device("cpu"))          # CCO (3 atoms), fumaric acid (8)
+    E_cls = torch.where(mask[:, :, None] & mask[:, None, :], E.argmax(-1), 0)
+    h = gs.hydrogen_counts([0, 4], torch.device("cpu"))
+    free, budget = hydrogen_features(X, E_cls, h, mask, cfg)
+    assert torch.allclose(free[0, :3, 0] * 4, torch.tensor([3.0, 2.0, 1.0]))   # C: 4 - 1, C: 4 - 2, O: 2 - 1
+    assert (free[0, 3:] == 0).all()                                            # padding
+    assert torch.allclose(budget[:, 0], torch.zeros(2))                        # true graphs lack no bond
+    assert torch.allclose(budget[:, 1], h / cfg.max_n_nodes)
+    E_cls[0, 0, 2] = E_cls[0, 2, 0] = 1                                        # a ring: one bond too many
+    E_cls[1, 0, 1] = E_cls[1, 1, 0] = 0                                        # a bond missing
+    free2, budget2 = hydrogen_features(X, E_cls, h, mask, cfg)
+    assert torch.allclose(budget2[:, 0] * 2, torch.tensor([-1.0, 2.0]))
+    assert torch.allclose(free2[0, :3, 0] * 4, torch.tensor([2.0, 2.0, 0.0]))
+    X_in, _, y_in = network_input(X, E, gs.fingerprints([0, 4], torch.device("cpu")), mask,
+                                  torch.tensor([[0.2], [0.2]]), cfg, hydrogens=h)
+    assert X_in.shape[-1] == cfg.input_dims["X"] and y_in.shape[-1] == cfg.input_dims["y"]
+    assert torch.equal(X_in[..., -1:], free) and torch.equal(y_in[:, -3:-1], budget)
+    with pytest.raises(ValueError, match="hydrogen"):
+        network_input(X, E, y_in[:, :2048], mask, 0.2, cfg)
+
+
+def test_graph_storage_keeps_hydrogen_counts(tmp_path):
+    from matchms_diffms.train.graphs import load_graphs, save_graphs
+
+    gs = graph_set()
+    save_graphs(tmp_path / "g.npz", gs, {})
+    back, _ = load_graphs(tmp_path / "g.npz")
+    assert back.hydrogens.tolist() == gs.hydrogens.tolist() == [6, 6, 9, 1, 4, 10]
+    assert back.subset([5, 0]).hydrogens.tolist() == [10, 6]
+    with pytest.raises(ValueError, match="hydrogen counts"):
+        GraphSet.from_records([np.zeros(2, np.int8)], [np.zeros((0, 3), np.int16)]).hydrogen_counts([0], "cpu")
+
+
+@pytest.mark.parametrize("groups", [{"environment_features": True},
+                                    {"environment_features": True, "hydrogen_features": True},
+                                    {"hydrogen_features": True}])
+def test_fast_sampling_path_equals_reference_with_our_features(groups):
     from matchms_diffms.model.diffusion import NoiseSchedule, reverse_sample
 
-    cfg = DiffMSConfig(**SMALL, environment_features=True)
+    cfg = DiffMSConfig(**SMALL, **groups)
     torch.manual_seed(0)
 
     class Model:
@@ -131,14 +176,23 @@ def test_fast_sampling_path_equals_reference_with_environment_features():
     X[:, 4:, 1] = 1
     mask = torch.ones(3, 6, dtype=torch.bool)
     y = (torch.rand(1, 2048) < 0.02).float().expand(3, -1)
-    a = reverse_sample(Model, X, mask, y, steps=5, generator=torch.Generator().manual_seed(1), fast=True)
-    b = reverse_sample(Model, X, mask, y, steps=5, generator=torch.Generator().manual_seed(1), fast=False)
+    h = torch.tensor([10.0, 12.0, 8.0])
+    a = reverse_sample(Model, X, mask, y, steps=5, generator=torch.Generator().manual_seed(1), fast=True,
+                       hydrogens=h)
+    b = reverse_sample(Model, X, mask, y, steps=5, generator=torch.Generator().manual_seed(1), fast=False,
+                       hydrogens=h)
     assert torch.equal(a, b)
 
 
-def test_widening_a_start_keeps_its_outputs():
-    old = DiffMSConfig(**SMALL)
-    new = old.replace(environment_features=True)
+@pytest.mark.parametrize("before,after", [({}, {"environment_features": True}),
+                                          ({}, {"environment_features": True, "hydrogen_features": True}),
+                                          ({"environment_features": True},
+                                           {"environment_features": True, "hydrogen_features": True}),
+                                          ({"hydrogen_features": True},
+                                           {"environment_features": True, "hydrogen_features": True})])
+def test_widening_a_start_keeps_its_outputs(before, after):
+    old = DiffMSConfig(**SMALL, **before)
+    new = DiffMSConfig(**SMALL, **after)
     torch.manual_seed(0)
     a = GraphTransformer(old).eval()
     b = GraphTransformer(new).eval()
@@ -146,12 +200,15 @@ def test_widening_a_start_keeps_its_outputs():
     gs = graph_set()
     X, E, mask = gs.batch([1, 2], len(ATOMS), torch.device("cpu"))
     y = gs.fingerprints([1, 2], torch.device("cpu"))
+    h = gs.hydrogen_counts([1, 2], torch.device("cpu"))
     t = torch.tensor([[0.3], [0.3]])
-    out_a = a(*network_input(X, E, y, mask, t, old), mask)[1]
-    out_b = b(*network_input(X, E, y, mask, t, new), mask)[1]
+    out_a = a(*network_input(X, E, y, mask, t, old, hydrogens=h), mask)[1]
+    out_b = b(*network_input(X, E, y, mask, t, new, hydrogens=h), mask)[1]
     assert torch.allclose(out_a, out_b, atol=1e-6)
     with pytest.raises(ValueError, match="shape"):
         load_decoder_state(GraphTransformer(old.replace(dx=32)), a.state_dict(), old, old)
+    with pytest.raises(ValueError, match="shape"):                 # narrowing loses inputs: refused
+        load_decoder_state(GraphTransformer(old), b.state_dict(), new, old)
 
 
 @pytest.mark.parametrize("text,seconds", [("2h", 7200), ("90m", 5400), ("1h30m", 5400), (600, 600), ("45s", 45)])

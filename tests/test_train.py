@@ -172,8 +172,8 @@ def test_featurize_smiles_graph_and_fingerprint():
     from matchms_diffms.chem.molecules import morgan_fingerprint
 
     atoms = ["C", "O", "P", "N", "S", "Cl", "F", "H"]
-    (ik14, nodes, bonds, fp), reason = featurize_smiles("OC(=O)c1ccccc1", atoms, 256, 2, 50)
-    assert reason is None and ik14 == "WPYMKLBDIGXBTP"
+    (ik14, nodes, bonds, fp, hydrogens), reason = featurize_smiles("OC(=O)c1ccccc1", atoms, 256, 2, 50)
+    assert reason is None and ik14 == "WPYMKLBDIGXBTP" and hydrogens == 6
     assert nodes.tolist() == [1, 0, 1, 0, 0, 0, 0, 0, 0]
     # node order = atoms of the canonical non-isomeric SMILES O=C(O)c1ccccc1
     assert sorted(map(tuple, bonds.tolist())) == [(0, 1, 2), (1, 2, 1), (1, 3, 1), (3, 4, 4), (3, 8, 4),
@@ -607,13 +607,36 @@ def test_time_budget_stops_with_checkpoint_and_weights(tiny_json, tmp_path):
     assert records(run)[-1]["step"] > end["step"]
 
 
-def test_init_from_switches_on_environment_features(decoder_run, tmp_path):
+@pytest.mark.parametrize("groups", [{"environment_features": True},
+                                    {"environment_features": True, "hydrogen_features": True}])
+def test_init_from_switches_on_our_input_features(decoder_run, tmp_path, groups):
     from matchms_diffms.weights import load_weights_dir
 
     cfg = tmp_path / "env.json"
-    cfg.write_text(json.dumps({"model": {"environment_features": True, "decoder_dropout": 0.0}}))
+    cfg.write_text(json.dumps({"model": {**groups, "decoder_dropout": 0.0}}))
     run = tmp_path / "env"
     invoke("decoder", "--out", run, "--smiles", SMI, "--exclude-mgf", VAL_MGF, "--batch-size", 4, *QUIET,
            "--config", cfg, "--steps", 1, "--val-fraction", 0, "--init-from", decoder_run / "weights")
     model, _ = load_weights_dir(run / "weights")
     assert model.config.environment_features and model.config.decoder_dropout == 0.0
+    assert model.config.hydrogen_features == groups.get("hydrogen_features", False)
+    y = torch.zeros(model.config.cond_dim)
+    adj = model.eval().sample(["C", "C", "O"], y, n_samples=3, steps=4, hydrogens=6)
+    assert adj.shape == (3, 3, 3)
+    if model.config.hydrogen_features:
+        with pytest.raises(ValueError, match="hydrogen"):
+            model.sample(["C", "C", "O"], y, n_samples=3, steps=4)
+
+
+def test_hydrogen_features_refuse_graphs_without_hydrogen_counts(decoder_run, tmp_path):
+    from matchms_diffms.train.graphs import load_graphs, save_graphs
+
+    graphs, meta = load_graphs(next((decoder_run / "cache").glob("decoder-data-*.npz")))
+    graphs.hydrogens = None                                        # as an older version featurised them
+    save_graphs(tmp_path / "old.npz", graphs, meta)
+    cfg = tmp_path / "h.json"
+    cfg.write_text(json.dumps({"model": {"environment_features": True, "hydrogen_features": True}}))
+    result = CliRunner().invoke(train_group, [str(a) for a in (
+        "decoder", "--out", tmp_path / "run", "--graphs", tmp_path / "old.npz", "--batch-size", 4, *QUIET,
+        "--config", cfg, "--steps", 1, "--val-fraction", 0, "--init-from", decoder_run / "weights")])
+    assert result.exit_code != 0 and "hydrogen counts" in result.output

@@ -82,6 +82,10 @@ class DiffMSConfig:
     # graph_features.environment_features. Tells the network which atoms are not yet right.
     environment_features: bool = False
     environment_radius: int = 2
+    # Our models only: the decoder also sees the hydrogen count of the formula as a bond budget: per atom
+    # the valence the noisy graph leaves free, and globally how many bond orders the formula still lacks
+    # (graph_features.hydrogen_features). Implicit hydrogens otherwise hide how many bonds the molecule has.
+    hydrogen_features: bool = False
     # Our models only: binarise the decoder's conditioning y = merge(p) at this value (None: y as computed,
     # as in DiffMS). The decoder is pretrained on binary fingerprints, the encoder's probabilities are low.
     condition_threshold: float | None = None
@@ -94,12 +98,13 @@ class DiffMSConfig:
         return len(self.atom_types)
 
     @property
-    def n_extra_X(self) -> int:               # k3,k4,k5, non-LCC, 2 eigvec, charge, valency [, env bits]
-        return 8 + (self.environment_radius + 1 if self.environment_features else 0)
+    def n_extra_X(self) -> int:               # k3,k4,k5, non-LCC, 2 eigvec, charge, valency [, env bits] [, free]
+        return (8 + (self.environment_radius + 1 if self.environment_features else 0)
+                + (1 if self.hydrogen_features else 0))
 
     @property
-    def n_extra_y(self) -> int:               # n, 4 cycles, n_cc, 5 eigvals, weight [, 2 env shares], t
-        return 13 + (2 if self.environment_features else 0)
+    def n_extra_y(self) -> int:               # n, 4 cycles, n_cc, 5 eigvals, weight [, 2 env shares] [, budget, H], t
+        return 13 + (2 if self.environment_features else 0) + (2 if self.hydrogen_features else 0)
 
     @property
     def input_dims(self) -> dict:

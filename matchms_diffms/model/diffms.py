@@ -63,7 +63,7 @@ class DiffMS(nn.Module):
     @torch.inference_mode()
     def sample(self, atom_types: list[str], y: torch.Tensor, n_samples: int = 100,
                steps: int | None = None, generator: torch.Generator | None = None,
-               fast: bool | None = None, return_probs: bool = False):
+               fast: bool | None = None, return_probs: bool = False, hydrogens: int | None = None):
         """Sample ``n_samples`` bond matrices for the fixed heavy atoms ``atom_types``.
 
         All samples of the spectrum run as one batch of identical graphs (no padding).
@@ -74,15 +74,20 @@ class DiffMS(nn.Module):
         zero diagonal; with ``return_probs`` also the float32 array (n_samples, n, n, 5) of the class
         probabilities the last draw used. The last step goes to s = 0, where the posterior is the denoiser's
         clean-graph estimate p(e_0), the input of
-        ``chem.decoding.decode_formula_exact``.
+        ``chem.decoding.decode_formula_exact``. ``hydrogens``: the formula's hydrogen count, needed by
+        decoders with ``config.hydrogen_features`` (ignored by the others).
         """
         n = len(atom_types)
         steps = steps or self.config.diffusion_steps
         X = self._atoms_one_hot(atom_types, n_samples)                                 # (S, n, A)
         node_mask = torch.ones(n_samples, n, dtype=torch.bool, device=X.device)        # (S, n)
         y = y.reshape(1, -1).to(X.device).expand(n_samples, -1)                        # (S, cond)
+        if self.config.hydrogen_features and hydrogens is None:
+            raise ValueError("this decoder uses hydrogen features: pass the formula's hydrogen count")
+        h = (torch.full((n_samples,), float(hydrogens), device=X.device)
+             if self.config.hydrogen_features else None)                               # (S,)
         E, probs = reverse_sample(self, X, node_mask, y, steps=steps, generator=generator, fast=fast,
-                                  return_probs=True)                                   # (S, n, n), (S, n, n, K)
+                                  return_probs=True, hydrogens=h)                      # (S, n, n), (S, n, n, K)
         if return_probs:
             return E.cpu().numpy(), probs.float().cpu().numpy()
         return E.cpu().numpy()

@@ -28,6 +28,7 @@ random stream is not attempted (it also draws and discards a node sample each st
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Callable, Sequence
 
@@ -512,10 +513,17 @@ def _default_features() -> Callable:
     return network_input
 
 
+def _with_hydrogens(features: Callable | None, hydrogens: torch.Tensor | None) -> Callable:
+    """``features`` (default ``network_input``) with the formula's hydrogen counts bound, when given."""
+    features = features or _default_features()
+    return features if hydrogens is None else functools.partial(features, hydrogens=hydrogens)
+
+
 def reverse_step_probs(model, X: torch.Tensor, E_t: torch.Tensor, y: torch.Tensor, node_mask: torch.Tensor,
                        t_norm: torch.Tensor, Qt: torch.Tensor, Qsb: torch.Tensor, Qtb: torch.Tensor,
                        features: Callable | None = None,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+                       generator: torch.Generator | None = None,
+                       hydrogens: torch.Tensor | None = None) -> torch.Tensor:
     """One reverse step up to the draw: network input, denoiser, softmax, posterior.
 
     Parameters
@@ -530,13 +538,15 @@ def reverse_step_probs(model, X: torch.Tensor, E_t: torch.Tensor, y: torch.Tenso
         (1 or B, K, K): step transition t|s, Qbar_s, Qbar_t (per graph allowed).
     features
         Network-input builder (default ``graph_features.network_input``); gets ``generator``.
+    hydrogens
+        (B,) the formula's hydrogen counts, passed to ``features`` (decoders with ``hydrogen_features``).
 
     Returns
     -------
     torch.Tensor
         prob_E (B, n, n, K): p(e_s | e_t) for every entry.
     """
-    features = features or _default_features()
+    features = _with_hydrogens(features, hydrogens)
     X_in, E_in, y_in = features(X, E_t, y, node_mask, t_norm, model.config, generator)
     E_logits = model.decoder(X_in, E_in, y_in, node_mask)[1]                           # (B, n, n, K)
     pred = F.softmax(E_logits.float(), dim=-1)                                         # p(e_0)
@@ -552,7 +562,8 @@ def _fast_path_supported(model, features) -> bool:
 
 def reverse_sample(model, X: torch.Tensor, node_mask: torch.Tensor, y: torch.Tensor, steps: int | None = None,
                    generator: torch.Generator | None = None, return_probs: bool = False,
-                   features: Callable | None = None, fast: bool | None = None):
+                   features: Callable | None = None, fast: bool | None = None,
+                   hydrogens: torch.Tensor | None = None):
     """Run the reverse chain from the prior to clean bond matrices.
 
     Each step t -> s: ``(X_in, E_in, y_in) = features(X, E_t, y, node_mask, t/T, config, generator)``;
@@ -594,6 +605,8 @@ def reverse_sample(model, X: torch.Tensor, node_mask: torch.Tensor, y: torch.Ten
     fast
         None (default): the fast path when ``features`` is None and the decoder is a ``GraphTransformer``;
         False: the reference path; True: the fast path or a ValueError.
+    hydrogens
+        (B,) the formula's hydrogen counts; needed by decoders with ``config.hydrogen_features``.
 
     Returns
     -------
@@ -625,16 +638,16 @@ def reverse_sample(model, X: torch.Tensor, node_mask: torch.Tensor, y: torch.Ten
                  "fast" if use_fast else "reference")
     run = _reverse_fast if use_fast else _reverse_reference
     with torch.inference_mode():
-        classes, prob_E = run(model, X, node_mask, y, pairs, Qts, Qsbs, Qtbs, m, generator, features)
+        classes, prob_E = run(model, X, node_mask, y, pairs, Qts, Qsbs, Qtbs, m, generator, features, hydrogens)
         classes = classes.masked_fill(~_pair_mask(node_mask), -1)
     if return_probs:
         return classes, prob_E
     return classes
 
 
-def _reverse_reference(model, X, node_mask, y, pairs, Qts, Qsbs, Qtbs, m, generator, features):
+def _reverse_reference(model, X, node_mask, y, pairs, Qts, Qsbs, Qtbs, m, generator, features, hydrogens):
     """The straightforward chain (one-hot state, full network forward): the reference for the fast path."""
-    features = features or _default_features()
+    features = _with_hydrogens(features, hydrogens)
     B, device, T = X.shape[0], X.device, model.schedule.T
     E = sample_prior(node_mask, m, generator)                                          # (B, n, n, K)
     prob_E = None
@@ -648,14 +661,14 @@ def _reverse_reference(model, X, node_mask, y, pairs, Qts, Qsbs, Qtbs, m, genera
     return E.argmax(dim=-1), prob_E
 
 
-def _reverse_fast(model, X, node_mask, y, pairs, Qts, Qsbs, Qtbs, m, generator, features):
+def _reverse_fast(model, X, node_mask, y, pairs, Qts, Qsbs, Qtbs, m, generator, features, hydrogens):
     """The same chain on edge classes with the inference-only network path (see ``reverse_sample``)."""
     from .fast_decoder import edge_logits
     from .graph_features import network_input_from_classes, static_features
 
     config, T = model.config, model.schedule.T
     B, device = X.shape[0], X.device
-    static = static_features(X, node_mask, config)
+    static = static_features(X, node_mask, config, hydrogens=hydrogens)
     tables = [posterior_table(Qt, Qsb, Qtb) for Qt, Qsb, Qtb in zip(Qts, Qsbs, Qtbs)]
     E_cls = sample_prior_classes(node_mask, m, generator)                              # (B, n, n)
     prob_E = None

@@ -16,6 +16,11 @@ values in padded batches too: padded eigenvalues are replaced by the filler 2 an
 weight, so a graph's features do not depend on what else is in the batch.
 
 Adjacency A = sum of bond classes 1.. of E_t (binary for one-hot E_t), masked with the node mask.
+
+Our own models may add two groups (``DiffMSConfig``): ``environment_features`` (which atom environments of the
+noisy graph the fingerprint holds) and ``hydrogen_features`` (the formula's hydrogen count as a bond budget;
+the network input then needs ``hydrogens``, the formula's H count per graph). Both are appended to X_in, and
+to y_in just before t.
 """
 from __future__ import annotations
 
@@ -282,6 +287,44 @@ def environment_features(X: torch.Tensor, E_cls: torch.Tensor, y: torch.Tensor, 
     return env_X, torch.stack([precision, recall], dim=-1)
 
 
+# ----------------------------------------------------------------------------- hydrogens
+def hydrogen_features(X: torch.Tensor, E_cls: torch.Tensor, hydrogens: torch.Tensor, node_mask: torch.Tensor,
+                      config: DiffMSConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The formula's hydrogen count as a bond budget of the noisy graph (our models only).
+
+    With the lowest valences v (C 4, N 3, O 2, ...) a neutral molecule of the formula has bond orders adding
+    up to (sum v - H) / 2 (``chem.decoding`` uses the same budget; hypervalent S / P and aromatic rings
+    with a hydrogen-bearing N or O shift it by the amount the network can learn from the atoms).
+
+    Parameters
+    ----------
+    X : (B, n, A) atom one-hot; E_cls : (B, n, n) long edge classes (0..4; other values = no bond).
+    hydrogens : (B,) hydrogen count of each graph's formula.
+    node_mask : (B, n) bool; config : the atom vocabulary (``atom_valencies``).
+
+    Returns
+    -------
+    free_X : (B, n, 1) v_i minus the bond orders at atom i (aromatic 1.5), / 4; 0 for padding
+    budget_y : (B, 2) [bond orders the formula still lacks, / 2, clipped at -4 and 4 (near t = 0, where the
+        bonds are decided, it is a few units; in pure noise larger); H / max_n_nodes]
+    """
+    orders = torch.tensor(BOND_ORDERS + [0.0], dtype=torch.float32, device=E_cls.device)      # class K -> 0
+    pair = node_mask.unsqueeze(1) & node_mask.unsqueeze(2)
+    bo = orders[E_cls.clamp(0, len(BOND_ORDERS)).long()] * pair                              # (B, n, n)
+    valence = torch.tensor(config.atom_valencies, dtype=torch.float32, device=X.device)
+    v = (X.float() * valence).sum(dim=-1) * node_mask                                         # (B, n)
+    free = (v - bo.sum(dim=-1)) * node_mask                                                   # (B, n)
+    h = hydrogens.to(device=X.device, dtype=torch.float32).reshape(-1)                        # (B,)
+    lacking = (v.sum(dim=-1) - h) / 2 - bo.sum(dim=(1, 2)) / 2                                # (B,)
+    budget = torch.stack([(lacking / 2).clamp(-4, 4), h / config.max_n_nodes], dim=-1)        # (B, 2)
+    return (free / 4).unsqueeze(-1), budget
+
+
+def _require_hydrogens(hydrogens, config: DiffMSConfig):
+    if config.hydrogen_features and hydrogens is None:
+        raise ValueError("this decoder uses hydrogen features: pass the formula's hydrogen count (hydrogens)")
+
+
 # ----------------------------------------------------------------------------- assembly
 def extra_features(X: torch.Tensor, E: torch.Tensor, node_mask: torch.Tensor, config: DiffMSConfig,
                    generator: torch.Generator | None = None, reference_padding: bool | None = None
@@ -321,7 +364,7 @@ def extra_features(X: torch.Tensor, E: torch.Tensor, node_mask: torch.Tensor, co
 
 def network_input(X: torch.Tensor, E_t: torch.Tensor, y: torch.Tensor, node_mask: torch.Tensor,
                   t_norm, config: DiffMSConfig, generator: torch.Generator | None = None,
-                  reference_padding: bool | None = None
+                  reference_padding: bool | None = None, hydrogens: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Decoder inputs for one step: features concatenated in reference order.
 
@@ -333,17 +376,24 @@ def network_input(X: torch.Tensor, E_t: torch.Tensor, y: torch.Tensor, node_mask
     config : DiffMSConfig.
     generator : optional torch.Generator for the non-LCC noise.
     reference_padding : padding policy, see ``extra_features``.
+    hydrogens : (B,) the formula's hydrogen counts; needed when ``config.hydrogen_features``.
 
     Returns
     -------
-    X_in : (B, n, A + 8), E_in : (B, n, n, 5) float, y_in : (B, cond + 13)
+    X_in : (B, n, A + n_extra_X), E_in : (B, n, n, 5) float, y_in : (B, cond + n_extra_y); without our
+    extra groups n_extra_X = 8, n_extra_y = 13.
     """
+    _require_hydrogens(hydrogens, config)
     B = X.shape[0]
     extra_X, extra_y = extra_features(X, E_t, node_mask, config, generator, reference_padding)
-    if config.environment_features:
+    if config.environment_features or config.hydrogen_features:
         E_cls = torch.where(E_t.sum(dim=-1) > 0, E_t.argmax(dim=-1), 0)
+    if config.environment_features:
         env_X, env_y = environment_features(X, E_cls, y, node_mask.bool(), config)
         extra_X, extra_y = torch.cat([extra_X, env_X], dim=-1), torch.cat([extra_y, env_y], dim=-1)
+    if config.hydrogen_features:
+        free_X, budget_y = hydrogen_features(X, E_cls, hydrogens, node_mask.bool(), config)
+        extra_X, extra_y = torch.cat([extra_X, free_X], dim=-1), torch.cat([extra_y, budget_y], dim=-1)
     t = torch.as_tensor(t_norm, dtype=torch.float32, device=X.device).reshape(-1, 1).expand(B, 1)
     X_in = torch.cat([X.float(), extra_X], dim=-1)
     E_in = E_t.float()
@@ -353,14 +403,17 @@ def network_input(X: torch.Tensor, E_t: torch.Tensor, y: torch.Tensor, node_mask
 
 # ----------------------------------------------------------------------------- sampler fast path
 def static_features(X: torch.Tensor, node_mask: torch.Tensor, config: DiffMSConfig,
-                    reference_padding: bool | None = None) -> dict[str, torch.Tensor]:
+                    reference_padding: bool | None = None, hydrogens: torch.Tensor | None = None
+                    ) -> dict[str, torch.Tensor]:
     """The parts of the network input that do not change during sampling (atoms are fixed).
 
     Returns
     -------
     dict with ``X`` (B, n, A) float, ``type_index`` (B, n) float (argmax of X * valency table, for
-    "charge"), ``n`` (B, 1) and ``weight`` (B, 1), each computed exactly as ``extra_features`` does.
+    "charge"), ``n`` (B, 1) and ``weight`` (B, 1), each computed exactly as ``extra_features`` does, and
+    ``hydrogens`` (B,) or None (see ``network_input``).
     """
+    _require_hydrogens(hydrogens, config)
     if reference_padding is None:
         reference_padding = config.reference_padding
     node_mask = node_mask.bool()
@@ -368,7 +421,8 @@ def static_features(X: torch.Tensor, node_mask: torch.Tensor, config: DiffMSConf
     return {"X": X.float(),
             "type_index": (X.float() * valencies).argmax(dim=-1),
             "n": node_mask.float().sum(dim=1, keepdim=True) / config.max_n_nodes,
-            "weight": weight_feature(X, config, None if reference_padding else node_mask)}
+            "weight": weight_feature(X, config, None if reference_padding else node_mask),
+            "hydrogens": hydrogens}
 
 
 def network_input_from_classes(static: dict[str, torch.Tensor], E_cls: torch.Tensor, y: torch.Tensor,
@@ -387,7 +441,8 @@ def network_input_from_classes(static: dict[str, torch.Tensor], E_cls: torch.Ten
 
     Returns
     -------
-    X_in : (B, n, A + 8), y_in : (B, cond + 13). (E_in is the one-hot of ``E_cls``, not built here.)
+    X_in : (B, n, A + n_extra_X), y_in : (B, cond + n_extra_y). (E_in is the one-hot of ``E_cls``, not
+    built here.)
     """
     if reference_padding is None:
         reference_padding = config.reference_padding
@@ -410,8 +465,12 @@ def network_input_from_classes(static: dict[str, torch.Tensor], E_cls: torch.Ten
     if config.environment_features:
         env_X, env_y = environment_features(static["X"], E_cls, y, node_mask, config)
         extra_X = torch.cat([extra_X, env_X], dim=-1)                    # (B, n, 8 + R + 1)
+    budget_y = y.new_zeros(B, 0)
+    if config.hydrogen_features:
+        free_X, budget_y = hydrogen_features(static["X"], E_cls, static["hydrogens"], node_mask, config)
+        extra_X = torch.cat([extra_X, free_X], dim=-1)
     t = torch.as_tensor(t_norm, dtype=torch.float32, device=E_cls.device).reshape(-1, 1).expand(B, 1)
     X_in = torch.cat([static["X"], extra_X], dim=-1)
     y_in = torch.cat([y.float(), static["n"], y_cycles, spec["n_components"], spec["eigvals"],
-                      static["weight"], env_y.float(), t], dim=-1)
+                      static["weight"], env_y.float(), budget_y.float(), t], dim=-1)
     return X_in, y_in

@@ -18,7 +18,7 @@ ENCODER_FIELDS = ("encoder_hidden", "encoder_layers", "encoder_heads", "magma_mo
 DECODER_FIELDS = ("cond_dim", "decoder_layers", "hidden_mlp_X", "hidden_mlp_E", "hidden_mlp_y", "dx", "de", "dy",
                   "decoder_heads", "dim_ffX", "dim_ffE", "dim_ffy", "atom_types", "n_edge_types",
                   "diffusion_steps", "edge_marginals", "max_n_nodes", "environment_features",
-                  "environment_radius", "decoder_dropout")
+                  "environment_radius", "hydrogen_features", "decoder_dropout")
 
 
 def load_full_model(path):
@@ -34,28 +34,54 @@ def load_full_model(path):
     return model.train()
 
 
-def load_decoder_state(model: torch.nn.Module, state: dict, old: DiffMSConfig, new: DiffMSConfig) -> None:
-    """Load a decoder state into ``model``; a start without environment features gains them.
+def _input_groups(config: DiffMSConfig) -> dict[str, list[tuple[str, int]]]:
+    """Named column groups of the decoder's X and y inputs, in ``graph_features.network_input`` order."""
+    X = [("base", config.n_atom_types + 8)]
+    y = [("base", config.cond_dim + 12)]
+    if config.environment_features:
+        X.append(("environment", config.environment_radius + 1))
+        y.append(("environment", 2))
+    if config.hydrogen_features:
+        X.append(("hydrogen", 1))
+        y.append(("hydrogen", 2))
+    y.append(("t", 1))
+    return {"mlp_in_X.0.weight": X, "mlp_in_y.0.weight": y}
 
-    When ``new`` has ``environment_features`` and ``old`` has not, the first layers of the X and y input MLPs
-    get zero columns for the new inputs (the env columns are appended to X_in and sit just before t in y_in),
-    so the widened network computes exactly what the old one did until training moves those weights.
-    Any other shape difference is an error.
+
+def _widen_columns(value: torch.Tensor, old: list, new: list) -> torch.Tensor | None:
+    """``value``'s columns rearranged from the ``old`` groups to the ``new`` ones, zeros for new groups;
+    None when a group of ``old`` is missing from ``new`` or changed its width."""
+    start, cols = 0, {}
+    for name, width in old:
+        cols[name] = value[:, start:start + width]
+        start += width
+    widths = dict(new)
+    if any(name not in widths or widths[name] != width for name, width in old):
+        return None
+    return torch.cat([cols[name] if name in cols else value.new_zeros(value.shape[0], width)
+                      for name, width in new], dim=1)
+
+
+def load_decoder_state(model: torch.nn.Module, state: dict, old: DiffMSConfig, new: DiffMSConfig) -> None:
+    """Load a decoder state into ``model``; a start without some of our input groups gains them.
+
+    When ``new`` adds input groups that ``old`` lacks (``environment_features``, ``hydrogen_features``), the
+    first layers of the X and y input MLPs get zero columns for those inputs at their place in the input, so
+    the widened network computes exactly what the old one did until training moves those weights. Any other
+    shape difference is an error.
     """
     own = model.state_dict()
-    widen = new.environment_features and not old.environment_features
+    old_groups, new_groups = _input_groups(old), _input_groups(new)
     for key, value in state.items():
         target = own[key]
-        if value.shape == target.shape:
+        if value.shape == target.shape and old_groups.get(key) == new_groups.get(key):
             own[key] = value
-        elif widen and key == "mlp_in_X.0.weight":
-            own[key] = torch.cat([value, value.new_zeros(target.shape[0], target.shape[1] - value.shape[1])], 1)
-        elif widen and key == "mlp_in_y.0.weight":
-            extra = value.new_zeros(target.shape[0], target.shape[1] - value.shape[1])
-            own[key] = torch.cat([value[:, :-1], extra, value[:, -1:]], 1)
-        else:
+            continue
+        widened = _widen_columns(value, old_groups[key], new_groups[key]) if key in new_groups else None
+        if widened is None or widened.shape != target.shape:
             raise ValueError(f"decoder parameter {key}: starting weights have shape {tuple(value.shape)}, the "
                              f"model {tuple(target.shape)}")
+        own[key] = widened
     model.load_state_dict(own)
 
 

@@ -125,7 +125,7 @@ def build_dataset(cfg: dict, config: DiffMSConfig) -> tuple[GraphSet, dict]:
 
     Returns
     -------
-    graphs : GraphSet of all kept molecules (with fingerprints and ik14)
+    graphs : GraphSet of all kept molecules (with fingerprints, ik14 and hydrogen counts)
     summary : counts per reason and per source
     """
     limit = config.max_n_nodes if cfg["max_atoms"] is None else min(config.max_n_nodes, int(cfg["max_atoms"]))
@@ -139,7 +139,7 @@ def build_dataset(cfg: dict, config: DiffMSConfig) -> tuple[GraphSet, dict]:
     skipped: dict[str, int] = {}
     per_source: dict[str, int] = {}
     seen: set[str] = set()
-    nodes_l, bonds_l, fps, iks = [], [], [], []
+    nodes_l, bonds_l, fps, iks, hydrogens = [], [], [], [], []
     n_read = 0
 
     jobs = ((source, smi, params) for source, smi in iter_input_smiles(cfg))
@@ -153,7 +153,7 @@ def build_dataset(cfg: dict, config: DiffMSConfig) -> tuple[GraphSet, dict]:
             if payload is None:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
-            ik14, nodes, bonds, fp = payload
+            ik14, nodes, bonds, fp, n_h = payload
             if ik14 in exclude:
                 skipped["excluded_fold"] = skipped.get("excluded_fold", 0) + 1
                 continue
@@ -165,6 +165,7 @@ def build_dataset(cfg: dict, config: DiffMSConfig) -> tuple[GraphSet, dict]:
             bonds_l.append(bonds)
             fps.append(fp)
             iks.append(ik14)
+            hydrogens.append(n_h)
             if max_mols is not None and len(iks) >= int(max_mols):
                 break
     finally:
@@ -172,7 +173,7 @@ def build_dataset(cfg: dict, config: DiffMSConfig) -> tuple[GraphSet, dict]:
             pool.terminate()
     if not iks:
         raise ValueError(f"no usable molecule among {n_read} inputs (skipped: {skipped})")
-    graphs = GraphSet.from_records(nodes_l, bonds_l, fps, iks)
+    graphs = GraphSet.from_records(nodes_l, bonds_l, fps, iks, hydrogens)
     summary = {"read": n_read, "kept": len(iks), "skipped": skipped, "excluded_structures": len(exclude),
                "inputs_per_source": per_source, "max_atoms": int(limit)}
     return graphs, summary
@@ -180,7 +181,7 @@ def build_dataset(cfg: dict, config: DiffMSConfig) -> tuple[GraphSet, dict]:
 
 def dataset_key(cfg: dict, config: DiffMSConfig) -> str:
     """Hash of everything the featurised decoder dataset depends on."""
-    key = {"version": 1, "smiles": [file_signature(p) for p in cfg["smiles"]],
+    key = {"version": 2, "smiles": [file_signature(p) for p in cfg["smiles"]],
            "smiles_from_mgf": [file_signature(p) for p in cfg["smiles_from_mgf"]],
            "exclude_mgf": [file_signature(p) for p in cfg["exclude_mgf"]],
            "atom_types": list(config.atom_types), "cond_dim": config.cond_dim,
@@ -228,7 +229,8 @@ def _split(graphs: GraphSet, cfg: dict, summary: dict):
 # ------------------------------------------------------------------------------------------ the loss
 def diffusion_edge_loss(decoder: torch.nn.Module, config: DiffMSConfig, schedule, marginals: torch.Tensor,
                         X: torch.Tensor, E0: torch.Tensor, y: torch.Tensor, node_mask: torch.Tensor,
-                        generator: torch.Generator, reduction: str = "mean", precision: str = "fp32"):
+                        generator: torch.Generator, reduction: str = "mean", precision: str = "fp32",
+                        hydrogens: torch.Tensor | None = None):
     """Edge cross-entropy of one noised batch (``diffusion.edge_cross_entropy`` at a random time per graph).
 
     Parameters
@@ -239,6 +241,7 @@ def diffusion_edge_loss(decoder: torch.nn.Module, config: DiffMSConfig, schedule
     reduction : ``"mean"`` (scalar over all entries) or ``"sum_count"`` (sum, number of entries)
     precision : ``"fp32"`` or ``"bf16"``: autocast of the network pass alone (noising, the structural
         features -- cycle counts by matrix powers would lose exactness in bf16 -- and the loss stay float32)
+    hydrogens : (B,) hydrogen counts of the molecules (decoders with ``config.hydrogen_features``)
     """
     from ..model.diffusion import edge_cross_entropy, noise_edges
     from ..model.graph_features import network_input
@@ -248,7 +251,7 @@ def diffusion_edge_loss(decoder: torch.nn.Module, config: DiffMSConfig, schedule
     t_int = torch.randint(1, T + 1, (B,), generator=generator, device=generator.device).to(X.device)
     E_t = noise_edges(E0, t_int, marginals, schedule, node_mask, generator)          # (B, n, n, 5)
     X_in, E_in, y_in = network_input(X, E_t, y, node_mask, (t_int.float() / T).unsqueeze(-1), config,
-                                     generator)
+                                     generator, hydrogens=hydrogens)
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
     with torch.autocast(X.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -287,11 +290,15 @@ class DecoderTask(TrainTask):
             # largest graph) are recomputed from this run's molecules below. The run's model config may
             # switch on the environment features (the input layers grow, see ``load_decoder_state``) and set
             # the dropout.
-            own = {k for k in ("environment_features", "environment_radius", "decoder_dropout")
-                   if k in cfg["model"]}
+            own = {k for k in ("environment_features", "environment_radius", "hydrogen_features",
+                               "decoder_dropout") if k in cfg["model"]}
             base = base.replace(**{k: getattr(start.config, k) for k in DECODER_FIELDS
                                    if k not in ("edge_marginals", "max_n_nodes") and k not in own})
         graphs, is_val, summary = load_or_build_dataset(cfg, base, run_dir, dist)
+        if base.hydrogen_features and graphs.hydrogens is None:
+            raise ValueError(f"{summary.get('graphs') or summary.get('cache')}: featurised without hydrogen "
+                             "counts (an older version); a decoder with hydrogen features needs them: "
+                             "featurise again (a new cache file) instead of --graphs")
         self.train_set = graphs.subset(np.flatnonzero(~is_val))
         self.val_set = graphs.subset(np.flatnonzero(is_val))
         self.n_train, self.n_val = len(self.train_set), len(self.val_set)
@@ -322,18 +329,19 @@ class DecoderTask(TrainTask):
     def _inputs(self, graphs: GraphSet, idx):
         X, E0, mask = graphs.batch(idx, self.config.n_atom_types, self.device)
         y = graphs.fingerprints(idx, self.device)
-        return X, E0, y, mask
+        h = graphs.hydrogen_counts(idx, self.device) if self.config.hydrogen_features else None
+        return X, E0, y, mask, h
 
     def loss(self, indices, generator):
-        X, E0, y, mask = self._inputs(self.train_set, indices)
+        X, E0, y, mask, h = self._inputs(self.train_set, indices)
         return diffusion_edge_loss(self.model, self.config, self.schedule, self.marginals, X, E0, y, mask,
-                                   generator, precision=self.precision), {}
+                                   generator, precision=self.precision, hydrogens=h), {}
 
     def validate(self, indices, generator):
         # float32 whatever the training precision: held-out losses stay comparable across runs
-        X, E0, y, mask = self._inputs(self.val_set, indices)
+        X, E0, y, mask, h = self._inputs(self.val_set, indices)
         s, c = diffusion_edge_loss(self.model, self.config, self.schedule, self.marginals, X, E0, y, mask,
-                                   generator, reduction="sum_count")
+                                   generator, reduction="sum_count", hydrogens=h)
         return {"loss": (float(s), c)}
 
     def export(self, directory: Path, info: dict) -> None:

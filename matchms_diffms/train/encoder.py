@@ -176,12 +176,12 @@ def featurize_records(records, config: DiffMSConfig, cache_dir: Path, ppm: float
     Spectra whose annotation or tokenisation fails (e.g. an element count above 255, an adduct the
     annotation code rejects) or whose molecule cannot be turned into a graph are counted in ``skipped``.
     """
-    from ..chem.molecules import MoleculeError, mol_to_graph, morgan_fingerprint
+    from ..chem.molecules import MoleculeError, formula_of_smiles, mol_to_graph, morgan_fingerprint
     from ..model.tokens import tokens_from_annotation
     from .data import AnnotationCache
 
     cache = AnnotationCache(cache_dir, ppm_tol=ppm)
-    tokens, fps, nodes_l, bonds_l, ids = [], [], [], [], []
+    tokens, fps, nodes_l, bonds_l, hydrogens, ids = [], [], [], [], [], []
     fp_cache: dict[str, np.ndarray] = {}
     graph_cache: dict[str, tuple] = {}
     n_cls_only = 0
@@ -201,7 +201,8 @@ def featurize_records(records, config: DiffMSConfig, cache_dir: Path, ppm: float
                     nodes, adj = mol_to_graph(rec.smiles, list(config.atom_types))
                     i, j = np.nonzero(np.triu(adj, k=1))
                     graph_cache[rec.smiles] = (nodes.astype(np.int8),
-                                               np.stack([i, j, adj[i, j]], axis=1).astype(np.int16))
+                                               np.stack([i, j, adj[i, j]], axis=1).astype(np.int16),
+                                               formula_of_smiles(rec.smiles)["H"])
                 except MoleculeError:
                     graph_cache[rec.smiles] = None
             if graph_cache[rec.smiles] is None:
@@ -220,9 +221,10 @@ def featurize_records(records, config: DiffMSConfig, cache_dir: Path, ppm: float
         if with_graphs:
             nodes_l.append(graph_cache[rec.smiles][0])
             bonds_l.append(graph_cache[rec.smiles][1])
+            hydrogens.append(graph_cache[rec.smiles][2])
     if n_cls_only:
         logger.info("%d spectra have no annotated peak (CLS token only; kept, like the reference)", n_cls_only)
-    graphs = GraphSet.from_records(nodes_l, bonds_l) if with_graphs else None
+    graphs = GraphSet.from_records(nodes_l, bonds_l, hydrogens=hydrogens) if with_graphs else None
     out = SpectrumSet.from_tokens(tokens, fps, graphs, ids)
     out.n_cls_only = n_cls_only
     return out
@@ -274,7 +276,7 @@ def spectra_dataset(cfg: dict, config: DiffMSConfig, run_dir: Path, dist: Dist, 
     for p in cfg["val"]:
         data.check_source(p, "validation")
     n_bits = int(config.fp_sizes[-1])
-    key = {"version": 1, "kind": kind, "train": [file_signature(p) for p in cfg["train"]],
+    key = {"version": 2, "kind": kind, "train": [file_signature(p) for p in cfg["train"]],
            "val": [file_signature(p) for p in cfg["val"]], "split_file": cfg.get("split_file"),
            "adducts": list(config.adducts), "atom_types": list(config.atom_types), "vocab": vars(vocab),
            "n_bits": n_bits, "ppm": cfg["ppm_tol"], "max_spectra": cfg.get("max_spectra")}

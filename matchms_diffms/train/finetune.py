@@ -141,8 +141,9 @@ class FinetuneTask(TrainTask):
         fp = out["fp"]                                                        # (B, 4096)
         y = self.model.merge_function(fp)                                     # (B, cond)
         X, E0, mask = sset.graphs.batch(idx, self.config.n_atom_types, self.device)
+        h = sset.graphs.hydrogen_counts(idx, self.device) if self.config.hydrogen_features else None
         loss = diffusion_edge_loss(self.model.decoder, self.config, self.model.schedule, self.marginals,
-                                   X, E0, y, mask, generator, reduction=reduction)
+                                   X, E0, y, mask, generator, reduction=reduction, hydrogens=h)
         return loss, fp
 
     def loss(self, indices, generator):

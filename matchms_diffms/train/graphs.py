@@ -26,10 +26,11 @@ EDGE_TYPES = 5
 # ------------------------------------------------------------------------------------------ featurisation
 def featurize_smiles(smiles: str, atom_types: list[str], n_bits: int, radius: int, max_atoms: int,
                      min_atoms: int = 2, max_mol_wt: float = 1500.0):
-    """One SMILES -> ``(ik14, nodes, bonds, packed_fp)`` or ``(None, reason)``.
+    """One SMILES -> ``(ik14, nodes, bonds, packed_fp, hydrogens)`` or ``(None, reason)``.
 
     ``nodes`` (n,) int8 atom classes, ``bonds`` (m, 3) int16 rows (i, j, class) with i < j,
-    ``packed_fp`` (n_bits / 8,) uint8 (``np.packbits`` of the binary Morgan fingerprint).
+    ``packed_fp`` (n_bits / 8,) uint8 (``np.packbits`` of the binary Morgan fingerprint), ``hydrogens`` the
+    molecule's hydrogen count.
     Reasons: ``invalid_smiles``, ``multiple_fragments``, ``charged``, ``radical``, ``unsupported_element``,
     ``too_many_atoms``, ``too_few_atoms``, ``too_heavy``, ``unsupported_bond``.
     """
@@ -69,7 +70,8 @@ def featurize_smiles(smiles: str, atom_types: list[str], n_bits: int, radius: in
     i, j = np.nonzero(np.triu(adj, k=1))
     bonds = np.stack([i, j, adj[i, j]], axis=1).astype(np.int16)
     fp = morgan_fingerprint(mol, n_bits=n_bits, radius=radius)
-    return (ik14, nodes.astype(np.int8), bonds, np.packbits(fp)), None
+    hydrogens = sum(atom.GetTotalNumHs() for atom in mol.GetAtoms())
+    return (ik14, nodes.astype(np.int8), bonds, np.packbits(fp), hydrogens), None
 
 
 def _featurize_job(args):
@@ -87,9 +89,10 @@ class GraphSet:
     bond_offsets : (N + 1,) int64 into ``bonds`` ((M, 3) int16: i, j, class with i < j)
     fp : (N, n_bits / 8) uint8 packed fingerprints (or None)
     ik14 : (N,) bytes of 14 characters (or None)
+    hydrogens : (N,) int64 hydrogen count of each molecule (or None: sets featurised before it was kept)
     """
 
-    def __init__(self, n_atoms, atoms, atom_offsets, bonds, bond_offsets, fp=None, ik14=None):
+    def __init__(self, n_atoms, atoms, atom_offsets, bonds, bond_offsets, fp=None, ik14=None, hydrogens=None):
         self.n_atoms = np.asarray(n_atoms, dtype=np.int64)
         self.atoms = np.asarray(atoms, dtype=np.int8)
         self.atom_offsets = np.asarray(atom_offsets, dtype=np.int64)
@@ -97,12 +100,13 @@ class GraphSet:
         self.bond_offsets = np.asarray(bond_offsets, dtype=np.int64)
         self.fp = None if fp is None else np.asarray(fp, dtype=np.uint8)
         self.ik14 = ik14
+        self.hydrogens = None if hydrogens is None else np.asarray(hydrogens, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.n_atoms)
 
     @classmethod
-    def from_records(cls, nodes_list, bonds_list, fps=None, ik14s=None) -> "GraphSet":
+    def from_records(cls, nodes_list, bonds_list, fps=None, ik14s=None, hydrogens=None) -> "GraphSet":
         n_atoms = np.array([len(x) for x in nodes_list], dtype=np.int64)
         n_bonds = np.array([len(b) for b in bonds_list], dtype=np.int64)
         atoms = np.concatenate(nodes_list) if len(nodes_list) else np.zeros(0, np.int8)
@@ -110,7 +114,7 @@ class GraphSet:
         fp = np.stack(fps) if fps is not None and len(fps) else None
         ik = np.array(ik14s, dtype="S14") if ik14s is not None else None
         return cls(n_atoms, atoms, np.concatenate([[0], np.cumsum(n_atoms)]), bonds,
-                   np.concatenate([[0], np.cumsum(n_bonds)]), fp, ik)
+                   np.concatenate([[0], np.cumsum(n_bonds)]), fp, ik, hydrogens)
 
     def subset(self, idx: np.ndarray) -> "GraphSet":
         """The graphs ``idx`` (in that order) as a new set (vectorised; fast for millions of graphs)."""
@@ -120,7 +124,8 @@ class GraphSet:
         bonds = self.bonds[_ranges(self.bond_offsets[idx], n_bonds)]
         return GraphSet(self.n_atoms[idx], atoms, np.concatenate([[0], np.cumsum(self.n_atoms[idx])]), bonds,
                         np.concatenate([[0], np.cumsum(n_bonds)]),
-                        None if self.fp is None else self.fp[idx], None if self.ik14 is None else self.ik14[idx])
+                        None if self.fp is None else self.fp[idx], None if self.ik14 is None else self.ik14[idx],
+                        None if self.hydrogens is None else self.hydrogens[idx])
 
     def nodes(self, i: int) -> np.ndarray:
         return self.atoms[self.atom_offsets[i]:self.atom_offsets[i + 1]]
@@ -172,6 +177,13 @@ class GraphSet:
         E = E * pair[..., None]
         return X.to(device), E.to(device), node_mask.to(device)
 
+    def hydrogen_counts(self, idx: list[int], device: torch.device) -> torch.Tensor:
+        """(B,) float hydrogen counts; a ValueError for a set featurised without them."""
+        if self.hydrogens is None:
+            raise ValueError("these graphs carry no hydrogen counts (featurised by an older version): "
+                             "featurise the molecules again for a decoder with hydrogen features")
+        return torch.from_numpy(self.hydrogens[np.asarray(idx, dtype=np.int64)].astype(np.float32)).to(device)
+
     def fingerprints(self, idx: list[int], device: torch.device) -> torch.Tensor:
         """(B, n_bits) float 0/1 fingerprints."""
         bits = np.unpackbits(self.fp[np.asarray(idx, dtype=np.int64)], axis=1)
@@ -186,13 +198,15 @@ class GraphSet:
             out[f"{prefix}fp"] = self.fp
         if self.ik14 is not None:
             out[f"{prefix}ik14"] = np.asarray(self.ik14, dtype="S14")
+        if self.hydrogens is not None:
+            out[f"{prefix}hydrogens"] = self.hydrogens
         return out
 
     @classmethod
     def from_arrays(cls, arrays, prefix: str = "") -> "GraphSet":
         get = (lambda k: arrays[prefix + k] if prefix + k in arrays else None)
         return cls(get("n_atoms"), get("atoms"), get("atom_offsets"), get("bonds"), get("bond_offsets"),
-                   get("fp"), get("ik14"))
+                   get("fp"), get("ik14"), get("hydrogens"))
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -250,6 +264,8 @@ def compact_arrays(graphs: GraphSet) -> dict:
         out["fp"] = graphs.fp
     if graphs.ik14 is not None:
         out["ik14"] = np.asarray(graphs.ik14, dtype="S14")
+    if graphs.hydrogens is not None:
+        out["hydrogens"] = _smallest_uint(graphs.hydrogens)
     return out
 
 
@@ -258,7 +274,7 @@ def graphs_from_compact(arrays: dict) -> GraphSet:
     n_atoms = arrays["n_atoms"].astype(np.int64)
     n_bonds = arrays["n_bonds"].astype(np.int64)
     return GraphSet(n_atoms, arrays["atoms"], _offsets(n_atoms), arrays["bonds"], _offsets(n_bonds),
-                    arrays.get("fp"), arrays.get("ik14"))
+                    arrays.get("fp"), arrays.get("ik14"), arrays.get("hydrogens"))
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:
