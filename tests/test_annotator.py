@@ -43,7 +43,7 @@ class FakeModel:
         self.config = preset("tiny")
         self.weights = torch.tensor(weights)
         self.fail = fail
-        self.encoded, self.sampled = [], []
+        self.encoded, self.sampled, self.hydrogens = [], [], []
         fp = morgan_bits(Chem.MolFromSmiles("COC")).astype(np.float32)
         self.fp = torch.from_numpy(fp)[None]                                # (1, 4096) favours COC
 
@@ -52,10 +52,12 @@ class FakeModel:
         b = tokens["types"].shape[0]
         return self.fp.expand(b, -1), torch.zeros(b, self.config.cond_dim)
 
-    def sample(self, atom_types, y, n_samples=100, steps=None, generator=None, return_probs=False):
+    def sample(self, atom_types, y, n_samples=100, steps=None, generator=None, return_probs=False,
+               hydrogens=None):
         if self.fail:
             raise RuntimeError("sampler exploded")
         self.sampled.append((list(atom_types), n_samples, steps))
+        self.hydrogens.append(hydrogens)
         n = len(atom_types)
         if list(atom_types) == ["C", "C", "O"]:
             idx = torch.multinomial(self.weights, n_samples, replacement=True, generator=generator)
@@ -227,6 +229,7 @@ def test_several_formula_candidates_are_merged_by_score():
     s = spectrum(formula=None, precursor=None)
     out = make_annotator(model, formula_context={"sirius_formulas": sirius})(s)
     assert [a for a, _, _ in model.sampled] == [["C", "C", "O"], ["C", "C", "C", "O"]]
+    assert model.hydrogens == [6, 8]                    # each candidate's hydrogen count reaches the decoder
     cands = read_candidates(out.get("diffms_candidates"))
     formulas = {c["formula"] for c in cands}
     assert formulas == {"C2H6O", "C3H8O"}                             # CCCO chain has formula C3H8O
