@@ -82,10 +82,7 @@ class DiffMS(nn.Module):
         X = self._atoms_one_hot(atom_types, n_samples)                                 # (S, n, A)
         node_mask = torch.ones(n_samples, n, dtype=torch.bool, device=X.device)        # (S, n)
         y = y.reshape(1, -1).to(X.device).expand(n_samples, -1)                        # (S, cond)
-        if self.config.hydrogen_features and hydrogens is None:
-            raise ValueError("this decoder uses hydrogen features: pass the formula's hydrogen count")
-        h = (torch.full((n_samples,), float(hydrogens), device=X.device)
-             if self.config.hydrogen_features else None)                               # (S,)
+        h = None if hydrogens is None else torch.full((n_samples,), float(hydrogens), device=X.device)  # (S,)
         E, probs = reverse_sample(self, X, node_mask, y, steps=steps, generator=generator, fast=fast,
                                   return_probs=True, hydrogens=h)                      # (S, n, n), (S, n, n, K)
         if return_probs:

@@ -315,7 +315,7 @@ def hydrogen_features(X: torch.Tensor, E_cls: torch.Tensor, hydrogens: torch.Ten
     v = (X.float() * valence).sum(dim=-1) * node_mask                                         # (B, n)
     free = (v - bo.sum(dim=-1)) * node_mask                                                   # (B, n)
     h = hydrogens.to(device=X.device, dtype=torch.float32).reshape(-1)                        # (B,)
-    lacking = (v.sum(dim=-1) - h) / 2 - bo.sum(dim=(1, 2)) / 2                                # (B,)
+    lacking = (free.sum(dim=-1) - h) / 2                       # (B,) (sum v - H) / 2 - bond orders present
     budget = torch.stack([(lacking / 2).clamp(-4, 4), h / config.max_n_nodes], dim=-1)        # (B, 2)
     return (free / 4).unsqueeze(-1), budget
 
