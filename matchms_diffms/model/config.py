@@ -97,14 +97,31 @@ class DiffMSConfig:
     def n_atom_types(self) -> int:
         return len(self.atom_types)
 
-    @property
-    def n_extra_X(self) -> int:               # k3,k4,k5, non-LCC, 2 eigvec, charge, valency [, env bits] [, free]
-        return (8 + (self.environment_radius + 1 if self.environment_features else 0)
-                + (1 if self.hydrogen_features else 0))
+    def input_groups(self) -> dict[str, list[tuple[str, int]]]:
+        """Named column groups of the decoder's X and y inputs, in ``graph_features.network_input`` order.
+
+        X: atom one-hot; k3, k4, k5 cycles, non-LCC, 2 eigenvector features, charge, valency; [environment
+        match per radius]; [free valence]. y: condition; n, 4 cycle counts, n_cc, 5 eigenvalues, weight;
+        [2 environment shares]; [bond-order budget, H]; t.
+        """
+        X = [("atoms", self.n_atom_types), ("structure", 8)]
+        y = [("condition", self.cond_dim), ("structure", 12)]
+        if self.environment_features:
+            X.append(("environment", self.environment_radius + 1))
+            y.append(("environment", 2))
+        if self.hydrogen_features:
+            X.append(("hydrogen", 1))
+            y.append(("hydrogen", 2))
+        y.append(("t", 1))
+        return {"X": X, "y": y}
 
     @property
-    def n_extra_y(self) -> int:               # n, 4 cycles, n_cc, 5 eigvals, weight [, 2 env shares] [, budget, H], t
-        return 13 + (2 if self.environment_features else 0) + (2 if self.hydrogen_features else 0)
+    def n_extra_X(self) -> int:
+        return sum(width for name, width in self.input_groups()["X"] if name != "atoms")
+
+    @property
+    def n_extra_y(self) -> int:
+        return sum(width for name, width in self.input_groups()["y"] if name != "condition")
 
     @property
     def input_dims(self) -> dict:

@@ -34,20 +34,6 @@ def load_full_model(path):
     return model.train()
 
 
-def _input_groups(config: DiffMSConfig) -> dict[str, list[tuple[str, int]]]:
-    """Named column groups of the decoder's X and y inputs, in ``graph_features.network_input`` order."""
-    X = [("base", config.n_atom_types + 8)]
-    y = [("base", config.cond_dim + 12)]
-    if config.environment_features:
-        X.append(("environment", config.environment_radius + 1))
-        y.append(("environment", 2))
-    if config.hydrogen_features:
-        X.append(("hydrogen", 1))
-        y.append(("hydrogen", 2))
-    y.append(("t", 1))
-    return {"mlp_in_X.0.weight": X, "mlp_in_y.0.weight": y}
-
-
 def _widen_columns(value: torch.Tensor, old: list, new: list) -> torch.Tensor | None:
     """``value``'s columns rearranged from the ``old`` groups to the ``new`` ones, zeros for new groups;
     None when a group of ``old`` is missing from ``new`` or changed its width."""
@@ -71,7 +57,8 @@ def load_decoder_state(model: torch.nn.Module, state: dict, old: DiffMSConfig, n
     shape difference is an error.
     """
     own = model.state_dict()
-    old_groups, new_groups = _input_groups(old), _input_groups(new)
+    old_groups = {f"mlp_in_{k}.0.weight": v for k, v in old.input_groups().items()}
+    new_groups = {f"mlp_in_{k}.0.weight": v for k, v in new.input_groups().items()}
     for key, value in state.items():
         target = own[key]
         if value.shape == target.shape and old_groups.get(key) == new_groups.get(key):
