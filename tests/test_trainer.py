@@ -67,6 +67,13 @@ def test_validation_is_the_same_at_every_call(tmp_path):
     assert set(first) == {"loss"} and first == trainer.validate() and trainer.model.training
 
 
+def test_validation_does_not_depend_on_the_training_seed(tmp_path):
+    """Runs with different --seed (or one continued from another) report comparable held-out losses."""
+    a, b = _trainer(tmp_path / "a", seed=0), _trainer(tmp_path / "b", seed=1)
+    b.model.load_state_dict(a.model.state_dict())
+    assert a.validate() == b.validate()
+
+
 def test_checkpoint_and_resume_continue_bit_identically(tmp_path):
     full = _trainer(tmp_path / "full")
     for step in range(4):

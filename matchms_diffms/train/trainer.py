@@ -26,6 +26,8 @@ from .common import (CHECKPOINT_FORMAT, Dist, RunLog, TrainTask, all_gather_byte
 
 logger = logging.getLogger("matchms.diffms")
 
+VALIDATION_SEED = 0  # the held-out subset and its noise: the same for every run, whatever its --seed
+
 
 def fit(task: TrainTask, cfg: dict, run_dir: str | Path, resume: bool = False) -> dict:
     """Train ``task`` with hyper-parameters ``cfg`` in ``run_dir``; returns a summary dict.
@@ -220,15 +222,17 @@ class Trainer:
 
     def validate(self) -> dict:
         """Validation metrics ``{name: mean}`` over the (deterministic) validation subset, reduced over ranks;
-        the same noise at every validation. Empty without validation items."""
+        the same noise at every validation and in every run. Empty without validation items."""
         task, cfg, dist = self.task, self.cfg, self.dist
         if task.n_val == 0:
             return {}
         self.model.eval()
-        items = subset_for_validation(task.n_val, cfg.get("val_max"), int(cfg["seed"]))
+        # Items and noise do not depend on the training seed, so held-out losses of runs with different
+        # seeds (and of a run continued from another) are comparable.
+        items = subset_for_validation(task.n_val, cfg.get("val_max"), VALIDATION_SEED)
         mine = items[dist.rank::dist.world_size].tolist()
         gen = torch.Generator(device=dist.device)
-        gen.manual_seed(rank_seed(int(cfg["seed"]), dist.rank, 3))
+        gen.manual_seed(rank_seed(VALIDATION_SEED, dist.rank, 3))
         bs = max(1, int(cfg["batch_size"]) // dist.world_size)
         sums: dict[str, list[float]] = {}
         with torch.no_grad():
