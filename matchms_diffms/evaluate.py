@@ -52,6 +52,7 @@ logger = logging.getLogger("matchms.diffms")
 
 MCES_THRESHOLD = 15          # MassSpecGym
 MCES_MISSING = 100.0         # distance for an invalid / missing prediction, and the cap of the minimum
+MCES_SAVE_SECONDS = 60.0  # an evaluation with --mces-cache writes the solved distances at least this often
 MCES_SOLVER = "PULP_CBC_CMD"  # bundled with pulp; myopic-mces' default COIN_CMD needs a system cbc binary
 TANIMOTO_RADIUS = 2
 TANIMOTO_BITS = 2048
@@ -625,12 +626,13 @@ def evaluate_file(path, weights: str = "default", n_samples: int = 100, steps: i
     reused = {c: c.load(mces_cache) for c in (mces, mces100) if c is not None and mces_cache is not None}
     systems = [weights] + [b for b in baselines if b != weights]
     encoder = weights if weights not in BASELINES else "default"
+    keep_solved = _CacheSaver(list(reused), mces_cache) if reused else None
     runs = {}
     for name in systems:
         runs[name] = _run_system(name, spectra, settings, encoder, mces, mces100 if diffms_variant else None,
-                                 diffms_variant, run if name == weights else {})
-        for cache in reused:          # after every system: an interrupted evaluation keeps what it solved
-            cache.save(mces_cache)
+                                 diffms_variant, run if name == weights else {}, keep_solved)
+        if keep_solved is not None:
+            keep_solved(force=True)
     result = _summary(runs[weights], top_k)
     if details is not None:
         for spectrum, preds, metrics in zip(runs[weights]["annotated"], runs[weights]["predictions"],
@@ -682,11 +684,27 @@ def _summary(run: dict, top_k: int) -> dict:
     return out
 
 
+class _CacheSaver:
+    """Writes the MCES caches to their file at most every ``every`` seconds (or when forced), so that an
+    interrupted evaluation keeps the distances it has solved: MCES is most of an evaluation's time."""
+
+    def __init__(self, caches: list, path, every: float | None = None):
+        self.caches, self.path = caches, path
+        self.every = MCES_SAVE_SECONDS if every is None else every
+        self.last = time.monotonic()
+
+    def __call__(self, force: bool = False) -> None:
+        if force or time.monotonic() - self.last >= self.every:
+            for cache in self.caches:
+                cache.save(self.path)
+            self.last = time.monotonic()
+
+
 def _run_system(name: str, spectra: list, settings, encoder: str, mces, mces100, diffms_variant: bool,
-                run: dict) -> dict:
+                run: dict, keep_solved=None) -> dict:
     """Predictions and per-spectrum metrics of the model ``name`` or of a baseline on ``spectra``; the model
     runs through :func:`matchms_diffms.batch.annotate_spectra` with the options of ``run`` (checkpoint,
-    resume, progress, label)."""
+    resume, progress, label). ``keep_solved()`` is called as metrics come in (see :class:`_CacheSaver`)."""
     from dataclasses import replace
 
     from .batch import annotate_spectra
@@ -711,9 +729,13 @@ def _run_system(name: str, spectra: list, settings, encoder: str, mces, mces100,
     seconds = (time.perf_counter() - start) / len(spectra) if spectra else None
     pairs = [(spectrum.get("smiles"), list(preds)) for spectrum, preds in zip(annotated, predictions)]
     if workers > 1 and mces is not None and len(pairs) > 1:
-        per = _metrics_in_processes(pairs, workers, mces, mces100, diffms_variant)
+        per = _metrics_in_processes(pairs, workers, mces, mces100, diffms_variant, keep_solved)
     else:
-        per = [_all_metrics(true, preds, mces, mces100, diffms_variant) for true, preds in pairs]
+        per = []
+        for true, preds in pairs:
+            per.append(_all_metrics(true, preds, mces, mces100, diffms_variant))
+            if keep_solved is not None:
+                keep_solved()
     return {"annotated": annotated, "predictions": predictions, "per": per, "seconds": seconds,
             "sha256": sha256, "ranking": ranking, "sources": sources}
 
@@ -739,13 +761,20 @@ class RandomStructureAnnotator(DiffMSAnnotator):
         return mols, mols, ["random"] * len(mols)
 
 
-def _in_processes(function, parts: list, *args) -> list:
-    """``[function(part, *args) for part in parts]``, each call in its own spawned process, in order."""
+def _in_processes(function, parts: list, *args, workers: int | None = None, done=None) -> list:
+    """``[function(part, *args) for part in parts]`` in ``workers`` spawned processes (one per part by
+    default), in order; ``done(i, result)`` is called as each part finishes, in the order they finish."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return [f.result() for f in [pool.submit(function, part, *args) for part in parts]]
+    with ProcessPoolExecutor(workers or len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(function, part, *args): i for i, part in enumerate(parts)}
+        results = [None] * len(parts)
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            if done is not None:
+                done(futures[future], results[futures[future]])
+        return results
 
 
 def _metrics_part(pairs: list, time_limit: float | None, diffms_mces: bool, diffms_variant: bool,
@@ -763,22 +792,29 @@ def _metrics_part(pairs: list, time_limit: float | None, diffms_mces: bool, diff
 
 
 def _metrics_in_processes(pairs: list, workers: int, mces: MCESCache, mces100: MCESCache | None = None,
-                          diffms_variant: bool = False) -> list:
-    """Per-spectrum metrics (MCES is the slow part) from ``workers`` processes; counters added to the caches."""
-    n = min(workers, len(pairs))
-    # interleaved parts: the hard (large) molecules are not all in one part
-    parts = [pairs[i::n] for i in range(n)]
+                          diffms_variant: bool = False, keep_solved=None) -> list:
+    """Per-spectrum metrics (MCES is the slow part) from ``workers`` processes, in chunks of up to 8
+    spectra (at least two per worker); each finished chunk's distances and counters go into the caches at
+    once, and ``keep_solved()`` is called, so an interrupted run loses at most the chunks in progress."""
+    chunk = max(1, min(8, len(pairs) // (2 * workers)))
+    n = -(-len(pairs) // chunk)             # interleaved chunks: the hard (large) molecules are spread out
     caches = [c for c in (mces, mces100) if c is not None]
-    results = _in_processes(_metrics_part, parts, mces.solver_options.get("timeLimit"), mces100 is not None,
-                            diffms_variant, [c.known() for c in caches])
     per: list = [None] * len(pairs)
-    for i, (part, counters) in enumerate(results):
+
+    def done(i, result):
+        part, counters = result
         per[i::n] = part
         for cache, (seconds, errors, computed, distances) in zip(caches, counters):
             cache.seconds += seconds
             cache.n_errors += errors
             cache.n_computed += computed
             cache.add(distances)
+        if keep_solved is not None:
+            keep_solved()
+
+    _in_processes(_metrics_part, [pairs[i::n] for i in range(n)], mces.solver_options.get("timeLimit"),
+                  mces100 is not None, diffms_variant, [c.known() for c in caches],
+                  workers=min(workers, n), done=done)
     return per
 
 

@@ -298,6 +298,34 @@ def test_evaluate_reuses_the_mces_cache_file(tmp_path):
     assert second["top10_mces"] == first["top10_mces"] and second["top1_mces"] == first["top1_mces"]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_interrupted_evaluation_keeps_the_distances_it_solved(tmp_path, monkeypatch, workers):
+    """MCES is most of an evaluation's time: what was solved before an interruption is in the cache file."""
+    cache = tmp_path / "mces.jsonl"
+    kw = dict(weights="random-formula", top_k=3, seed=0, workers=workers, mces_cache=cache)
+    full = ev.evaluate_file(FIXTURES / "massbank_small.mgf", **{**kw, "mces_cache": tmp_path / "full.jsonl"})
+    monkeypatch.setattr(ev, "MCES_SAVE_SECONDS", 0.0)
+    calls = []
+
+    def interrupt_after_the_first(force=False, original=ev._CacheSaver.__call__):
+        def call(self, force=False):
+            original(self, force)
+            calls.append(force)
+            if len(calls) == 1:
+                raise KeyboardInterrupt
+        return call
+
+    monkeypatch.setattr(ev._CacheSaver, "__call__", interrupt_after_the_first())
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate_file(FIXTURES / "massbank_small.mgf", **kw)
+    kept = len(cache.read_text().splitlines())
+    assert 0 < kept < full["mces_computed"]                          # part of the run, not nothing
+    monkeypatch.undo()
+    again = ev.evaluate_file(FIXTURES / "massbank_small.mgf", **kw)
+    assert again["mces_cached"] == kept and again["mces_computed"] == full["mces_computed"] - kept
+    assert again["top10_mces"] == full["top10_mces"]
+
+
 def test_cli_evaluate_bad_mces_cache_is_a_clear_error(tmp_path):
     from matchms_diffms.commands import evaluate as evaluate_commands
 
