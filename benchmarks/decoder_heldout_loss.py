@@ -22,13 +22,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DEFAULT_VAL_MAX = 1000  # train decoder's val_max
+
+from matchms_diffms.train.decoder import DEFAULTS  # noqa: E402  (after the path: runs from a checkout)
 
 
 def heldout_loss(weights: str, graphs: str, val_max: int, split_seed: int) -> float:
     """Held-out edge cross-entropy of ``weights``' decoder, exactly as ``train decoder`` validates."""
     from matchms_diffms.train.common import Dist
-    from matchms_diffms.train.decoder import DEFAULTS, DecoderTask
+    from matchms_diffms.train.decoder import DecoderTask
     from matchms_diffms.train.trainer import Trainer
 
     # batch size 32 like our runs: the noise of a batch is drawn for its padded size
@@ -45,7 +46,8 @@ def main(argv=None):
     ap.add_argument("weights", nargs="+", help="weights folders (ours) or official checkpoints, each as PATH "
                     "or LABEL=PATH")
     ap.add_argument("--graphs", required=True, help="decoder-data-*.npz of a train decoder run")
-    ap.add_argument("--val-max", type=int, default=DEFAULT_VAL_MAX, help="held-out molecules used")
+    ap.add_argument("--val-max", type=int, default=DEFAULTS["val_max"],
+                    help="held-out molecules used (default: train decoder's)")
     ap.add_argument("--split-seed", type=int, default=0, help="the runs' split seed (ours: 0)")
     ap.add_argument("-o", "--output", default=str(ROOT / "benchmarks/results/decoder_heldout_loss.json"))
     args = ap.parse_args(argv)

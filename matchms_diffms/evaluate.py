@@ -685,16 +685,15 @@ def _summary(run: dict, top_k: int) -> dict:
 
 
 class _CacheSaver:
-    """Writes the MCES caches to their file at most every ``every`` seconds (or when forced), so that an
+    """Writes the MCES caches to their file at most every ``MCES_SAVE_SECONDS`` (or when forced), so that an
     interrupted evaluation keeps the distances it has solved: MCES is most of an evaluation's time."""
 
-    def __init__(self, caches: list, path, every: float | None = None):
+    def __init__(self, caches: list, path):
         self.caches, self.path = caches, path
-        self.every = MCES_SAVE_SECONDS if every is None else every
         self.last = time.monotonic()
 
     def __call__(self, force: bool = False) -> None:
-        if force or time.monotonic() - self.last >= self.every:
+        if force or time.monotonic() - self.last >= MCES_SAVE_SECONDS:
             for cache in self.caches:
                 cache.save(self.path)
             self.last = time.monotonic()
@@ -761,20 +760,16 @@ class RandomStructureAnnotator(DiffMSAnnotator):
         return mols, mols, ["random"] * len(mols)
 
 
-def _in_processes(function, parts: list, *args, workers: int | None = None, done=None) -> list:
-    """``[function(part, *args) for part in parts]`` in ``workers`` spawned processes (one per part by
-    default), in order; ``done(i, result)`` is called as each part finishes, in the order they finish."""
+def _in_processes(function, parts: list, *args, workers: int, done) -> None:
+    """``function(part, *args)`` for every part in ``workers`` spawned processes; ``done(i, result)`` is
+    called for part ``i`` as it finishes (in the order they finish)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(workers or len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(function, part, *args): i for i, part in enumerate(parts)}
-        results = [None] * len(parts)
         for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            if done is not None:
-                done(futures[future], results[futures[future]])
-        return results
+            done(futures[future], future.result())
 
 
 def _metrics_part(pairs: list, time_limit: float | None, diffms_mces: bool, diffms_variant: bool,

@@ -305,17 +305,13 @@ def test_interrupted_evaluation_keeps_the_distances_it_solved(tmp_path, monkeypa
     kw = dict(weights="random-formula", top_k=3, seed=0, workers=workers, mces_cache=cache)
     full = ev.evaluate_file(FIXTURES / "massbank_small.mgf", **{**kw, "mces_cache": tmp_path / "full.jsonl"})
     monkeypatch.setattr(ev, "MCES_SAVE_SECONDS", 0.0)
-    calls = []
+    save = ev._CacheSaver.__call__
 
-    def interrupt_after_the_first(force=False, original=ev._CacheSaver.__call__):
-        def call(self, force=False):
-            original(self, force)
-            calls.append(force)
-            if len(calls) == 1:
-                raise KeyboardInterrupt
-        return call
+    def save_then_interrupt(self, force=False):                      # the run stops after its first save
+        save(self, force)
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(ev._CacheSaver, "__call__", interrupt_after_the_first())
+    monkeypatch.setattr(ev._CacheSaver, "__call__", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         ev.evaluate_file(FIXTURES / "massbank_small.mgf", **kw)
     kept = len(cache.read_text().splitlines())

@@ -57,8 +57,10 @@ def load_decoder_state(model: torch.nn.Module, state: dict, old: DiffMSConfig, n
     shape difference is an error.
     """
     own = model.state_dict()
-    old_groups = {f"mlp_in_{k}.0.weight": v for k, v in old.input_groups().items()}
-    new_groups = {f"mlp_in_{k}.0.weight": v for k, v in new.input_groups().items()}
+    def by_parameter(config):               # the input groups keyed by the first layer they enter
+        return {f"mlp_in_{k}.0.weight": v for k, v in config.input_groups().items()}
+
+    old_groups, new_groups = by_parameter(old), by_parameter(new)
     for key, value in state.items():
         target = own[key]
         if value.shape == target.shape and old_groups.get(key) == new_groups.get(key):
