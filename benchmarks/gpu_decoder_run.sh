@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Decoder training on a lent GPU machine in one command (untested on a GPU so far).
 #
-# Continues the decoder of weights/default on a carried graph file (``train pack-graphs``) for a time budget,
+# Continues the pretraining line (weights/default/training/pretrained_decoder, the newest pretrained decoder,
+# not the fine-tuned one of weights/default) on a carried graph file (``train pack-graphs``) for a time budget,
 # then writes to $OUT what comes back: decoder.safetensors (the decoder alone, 7.6 MiB), model_config.json,
 # log.jsonl, run_config.json and train.log. Run from the repository root:
 #
-#   bash benchmarks/gpu_decoder_run.sh [GRAPHS [BUDGET [INIT]]]     defaults: runs/graphs.npz 9m weights/default
+#   bash benchmarks/gpu_decoder_run.sh [GRAPHS [BUDGET [INIT]]]
+#   defaults: runs/graphs.npz 9m weights/default/training/pretrained_decoder
 #
 # Tuning by environment: BATCH (256), LR (0.001), THREADS (4, torch), ENV_WORKERS (12 processes for the
 # environment features, computed on the CPU), PRECISION (bf16: autocast of the network pass, same held-out
@@ -15,7 +17,7 @@
 set -uo pipefail
 GRAPHS=${1:-runs/graphs.npz}
 BUDGET=${2:-9m}
-INIT=${3:-weights/default}
+INIT=${3:-weights/default/training/pretrained_decoder}
 OUT=${OUT:-/tmp/gpu_decoder_out}
 RUN=${RUN:-/tmp/gpu_decoder_run}
 mkdir -p "$OUT"

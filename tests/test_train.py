@@ -137,18 +137,26 @@ def test_decoder_run_log_checkpoint_and_weights(decoder_run):
     assert all(float(w[j % 128, j]) == 1 for j in range(512))
 
 
-def test_decoder_init_from_starts_at_the_given_weights(decoder_run, tmp_path):
+@pytest.mark.parametrize("source", ["weights", "part", "run"])
+def test_decoder_init_from_starts_at_the_given_weights(decoder_run, tmp_path, source):
+    from matchms_diffms.train.assembly import save_part
     from matchms_diffms.weights import load_weights_dir
 
     start, _ = load_weights_dir(decoder_run / "weights")
+    # the exported weights, the decoder alone ('train save-part') or the run's newest checkpoint
+    init = {"weights": decoder_run / "weights", "part": tmp_path / "part", "run": decoder_run}[source]
+    if source == "part":
+        save_part(decoder_run, "decoder", init)
     run = tmp_path / "cont"
     # no --model-config: the architecture comes from the starting weights; --steps 0 exports them as loaded
     invoke("decoder", "--out", run, "--smiles", SMI, "--exclude-mgf", VAL_MGF, "--batch-size", 4, *QUIET,
-           "--steps", 0, "--val-fraction", 0, "--init-from", decoder_run / "weights")
+           "--steps", 0, "--val-fraction", 0, "--init-from", init)
     same, _ = load_weights_dir(run / "weights")
     for k, v in start.decoder.state_dict().items():
         assert torch.equal(v, same.decoder.state_dict()[k]), k
-    assert records(run)[0]["data"]["init_from"] == str((decoder_run / "weights").resolve())
+    assert records(run)[0]["data"]["init_from"] == str(init.resolve())
+    if source != "weights":
+        return
 
     invoke("decoder", "--out", tmp_path / "more", "--smiles", SMI, "--exclude-mgf", VAL_MGF, "--batch-size", 4,
            *QUIET, "--steps", 2, "--val-fraction", 0, "--init-from", decoder_run / "weights")

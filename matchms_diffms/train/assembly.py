@@ -34,6 +34,18 @@ def load_full_model(path):
     return model.train()
 
 
+def load_part(source, part: str) -> tuple[dict, DiffMSConfig]:
+    """State dict of ``part`` ("encoder" or "decoder") and the model config of whatever a run may start from:
+    a weights folder, a part folder (``save_part``), a run folder (its newest checkpoint) or an official
+    checkpoint."""
+    folder = Path(str(source).split("::", 1)[0])
+    if not folder.is_dir():
+        model = load_full_model(source)
+        return getattr(model, part).state_dict(), model.config
+    state, config = _part_state(folder, part)
+    return state, DiffMSConfig.from_dict({k: v for k, v in config.items() if not k.startswith("_")})
+
+
 def _widen_columns(value: torch.Tensor, old: list, new: list) -> torch.Tensor | None:
     """``value``'s columns rearranged from the ``old`` groups to the ``new`` ones, zeros for new groups;
     None when a group of ``old`` is missing from ``new`` or changed its width."""

@@ -146,8 +146,10 @@ def train_group():
               help="A featurised molecule set (the decoder-data-*.npz cache file of an earlier run) instead of "
                    "--smiles / --smiles-from-mgf, e.g. carried to a GPU machine.")
 @click.option("--init-from", type=click.Path(exists=True),
-              help="Start from the decoder of these weights (folder or official checkpoint) instead of random "
-                   "weights: continue pretraining with a new schedule. Its decoder size wins over --model-config.")
+              help="Start from this decoder instead of random weights: a weights folder, a part folder ('train "
+                   "save-part', e.g. weights/default/training/pretrained_decoder), a run folder (newest "
+                   "checkpoint) or an official checkpoint; continue pretraining with a new schedule. Its decoder "
+                   "size wins over --model-config.")
 @click.option("--env-workers", type=int,
               help="Processes that compute the environment features of decoders that have them (default 1), "
                    "e.g. to keep a GPU fed.")

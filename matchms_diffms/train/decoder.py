@@ -62,7 +62,7 @@ DEFAULTS = {
     "bucket": "sorted",         # none | sorted (batches of (nearly) equal graph size, see common.make_batches)
     "workers": 1,               # processes for featurisation
     "cache_dir": None,          # default RUN_DIR/cache
-    "init_from": None,          # weights folder / official checkpoint whose decoder is the starting point
+    "init_from": None,          # weights / part / run folder or official checkpoint: the starting decoder
     "graphs": None,             # a featurised set (.npz cache file of an earlier run) instead of SMILES inputs
     "env_workers": 1,           # processes that compute the environment features (chem.environments.set_workers)
     "precision": "fp32",        # fp32 | bf16 (autocast of the network pass only, see diffusion_edge_loss)
@@ -281,18 +281,18 @@ class DecoderTask(TrainTask):
         self.precision = cfg.get("precision") or "fp32"
         set_workers(cfg.get("env_workers") or 1)
         base = build_model_config(cfg["model"])
-        start = None
+        start_state = start_config = None
         if cfg.get("init_from"):
-            from .assembly import DECODER_FIELDS, load_full_model
+            from .assembly import DECODER_FIELDS, load_part
 
-            start = load_full_model(cfg["init_from"])
+            start_state, start_config = load_part(cfg["init_from"], "decoder")
             # The architecture comes from the starting weights; the data-derived fields (edge marginals,
             # largest graph) are recomputed from this run's molecules below. The run's model config may
             # switch on the environment features (the input layers grow, see ``load_decoder_state``) and set
             # the dropout.
             own = {k for k in ("environment_features", "environment_radius", "hydrogen_features",
                                "decoder_dropout") if k in cfg["model"]}
-            base = base.replace(**{k: getattr(start.config, k) for k in DECODER_FIELDS
+            base = base.replace(**{k: getattr(start_config, k) for k in DECODER_FIELDS
                                    if k not in ("edge_marginals", "max_n_nodes") and k not in own})
         graphs, is_val, summary = load_or_build_dataset(cfg, base, run_dir, dist)
         if base.hydrogen_features and graphs.hydrogens is None:
@@ -317,9 +317,9 @@ class DecoderTask(TrainTask):
         self.marginals = edge_marginals(self.config.edge_marginals).to(self.device)
         torch.manual_seed(int(cfg["seed"]))
         self.model = GraphTransformer(self.config)
-        if start is not None:
+        if start_state is not None:
             # Same architecture (the fields above came from it); only the data-derived marginals may differ.
-            load_decoder_state(self.model, start.decoder.state_dict(), start.config, self.config)
+            load_decoder_state(self.model, start_state, start_config, self.config)
             self.data_summary["init_from"] = str(cfg["init_from"])
 
     def batches(self, epoch: int, cfg: dict, dist: Dist) -> list[list[int]]:
