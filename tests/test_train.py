@@ -164,6 +164,29 @@ def test_decoder_init_from_starts_at_the_given_weights(decoder_run, tmp_path, so
     assert any(not torch.equal(v, moved.decoder.state_dict()[k]) for k, v in start.decoder.state_dict().items())
 
 
+def test_save_part_averages_the_newest_checkpoints(tiny_json, tmp_path):
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    invoke(*decoder_args(run, tiny_json, "--steps", 3, "--val-fraction", 0, "--ckpt-every", 1, "--keep-checkpoints", 0))
+    ckpts = [common.load_checkpoint(p)["model"] for p in common.checkpoint_paths(run)]
+    assert len(ckpts) == 3
+    invoke("save-part", run, "-o", tmp_path / "mean", "--average", 2)
+    mean = load_file(tmp_path / "mean" / "decoder.safetensors")
+    assert set(mean) == set(ckpts[-1])
+    for key, value in mean.items():
+        torch.testing.assert_close(value, (ckpts[1][key] + ckpts[2][key]) / 2, rtol=0, atol=1e-7)
+    assert any(not torch.equal(mean[k], ckpts[2][k]) for k in mean)     # not the newest alone
+    cfg = json.loads((tmp_path / "mean" / "model_config.json").read_text())
+    assert cfg["_step"] == 3 and cfg["_averaged_steps"] == [2, 3]
+    # the mean is a starting point like any part folder; asking for more checkpoints than there are fails
+    invoke("decoder", "--out", tmp_path / "cont", "--smiles", SMI, "--exclude-mgf", VAL_MGF, "--batch-size", 4,
+           *QUIET, "--steps", 0, "--val-fraction", 0, "--init-from", tmp_path / "mean")
+    result = invoke("save-part", run, "-o", tmp_path / "too-many", "--average", 4, ok=False)
+    assert result.exit_code != 0 and "at least 4 (found 3)" in result.output
+    assert not (tmp_path / "too-many").exists()
+
+
 def test_featurised_cache_is_plain_npz_and_reused(decoder_run, tiny_json, tmp_path):
     cache = next((decoder_run / "cache").glob("decoder-data-*.npz"))
     with np.load(cache, allow_pickle=False) as data:       # no pickled objects inside

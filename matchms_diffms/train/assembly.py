@@ -112,14 +112,18 @@ def init_fold_merge(merge: torch.nn.Linear) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ assembling
-def _part_state(source: Path, part: str) -> tuple[dict, dict]:
+def _part_state(source: Path, part: str, average: int = 1) -> tuple[dict, dict]:
     """State dict of ``part`` ("encoder" or "decoder") and the model config, from a weights folder, a part
     folder (``save_part``) or a training run folder (its newest checkpoint: a run stopped early still gives
-    usable weights)."""
+    usable weights; with ``average`` N > 1 the mean of its newest N checkpoints' weights)."""
     from ..weights import load_weights_dir
     from .common import checkpoint_paths, load_checkpoint
 
     source = Path(source)
+    checkpoints = checkpoint_paths(source)
+    if average > 1 and len(checkpoints) < average:
+        raise ValueError(f"{source}: averaging the newest {average} checkpoints needs a run folder with at least "
+                         f"{average} (found {len(checkpoints)})")
     if (source / f"{part}.safetensors").is_file():
         from safetensors.torch import load_file
 
@@ -127,22 +131,27 @@ def _part_state(source: Path, part: str) -> tuple[dict, dict]:
     if (source / "model.safetensors").is_file():
         model, _ = load_weights_dir(source)
         return getattr(model, part).state_dict(), model.config.to_dict()
-    checkpoints = checkpoint_paths(source)
     if not checkpoints:
         raise ValueError(f"{source}: neither a weights folder nor a run folder with checkpoints")
-    ckpt = load_checkpoint(checkpoints[-1])
-    config = json.loads((source / "model_config.json").read_text())
-    state = ckpt["model"]
+    chosen = checkpoints[-max(1, average):]
+    states = [load_checkpoint(path) for path in chosen]
+    steps = [int(ckpt["step"]) for ckpt in states]
+    state = {k: (torch.stack([ckpt["model"][k] for ckpt in states]).mean(0) if v.is_floating_point() else v)
+             for k, v in states[-1]["model"].items()}
     prefix = part + "."
     if any(k.startswith(prefix) for k in state):                     # a complete DiffMS was trained
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    logger.info("%s: %s from %s (step %d)", source, part, checkpoints[-1].name, ckpt["step"])
-    return state, {**config, "_step": int(ckpt["step"])}
+    logger.info("%s: %s from %s", source, part, ", ".join(p.name for p in chosen))
+    config = json.loads((source / "model_config.json").read_text())
+    extra = {"_averaged_steps": steps} if len(steps) > 1 else {}
+    return state, {**config, "_step": steps[-1], **extra}
 
 
-def save_part(run_dir: str | Path, part: str, out_dir: str | Path) -> Path:
+def save_part(run_dir: str | Path, part: str, out_dir: str | Path, average: int = 1) -> Path:
     """Write the ``part`` tensors of a run's newest checkpoint alone: ``PART.safetensors`` and
-    ``model_config.json`` (with ``_step``), a part folder that ``train assemble`` reads.
+    ``model_config.json`` (with ``_step``), a part folder that ``train assemble`` and ``train decoder
+    --init-from`` read. ``average`` N > 1 writes the mean of the newest N checkpoints' weights instead
+    (``_averaged_steps`` in the config): late in a run the single weights are noisier than their mean.
 
     The decoder of the default size is 7.6 MiB, so it comes back from a GPU machine in one file, where the
     complete weights (38 MiB: encoder and merge layer too) and checkpoints (with optimizer state) would not.
@@ -151,7 +160,7 @@ def save_part(run_dir: str | Path, part: str, out_dir: str | Path) -> Path:
 
     from .common import write_json
 
-    state, config = _part_state(Path(run_dir), part)
+    state, config = _part_state(Path(run_dir), part, average)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(out_dir / f"{part}.safetensors"))

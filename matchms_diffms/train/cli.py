@@ -257,13 +257,15 @@ def pack_graphs_cmd(source, target):
 @click.option("--part", type=click.Choice(["decoder", "encoder"]), default="decoder", show_default=True)
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for PART.safetensors + model_config.json ('train assemble' reads it).")
-def save_part_cmd(run, part, out_dir):
+@click.option("--average", type=click.IntRange(1), default=1, show_default=True,
+              help="Write the mean of the weights of the run's newest N checkpoints instead of the newest alone.")
+def save_part_cmd(run, part, out_dir, average):
     """Write one part of a run's newest checkpoint alone (the decoder: 7.6 MiB at the default size), e.g. to
-    bring a GPU run's result back in a file small enough."""
+    bring a GPU run's result back in a file small enough, or the mean of its newest checkpoints."""
     from .assembly import save_part
 
     try:
-        path = save_part(run, part, out_dir)
+        path = save_part(run, part, out_dir, average)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MiB)")
