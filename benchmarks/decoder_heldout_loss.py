@@ -2,8 +2,8 @@
 from a featurised set, each noised once with the same noise.
 
 ``train decoder`` logs this number during a run (the held-out subset and its noise do not depend on the
-run's ``--seed``); this script measures it for any weights folders (shipped defaults from the git history,
-assembled candidates, runs of other sessions), so that a learning curve across runs compares like with like.
+run's ``--seed``); this script measures it for any decoder ``train decoder --init-from`` takes (shipped
+defaults from the git history, part folders such as ``train save-part --average``, runs of other sessions), so that a learning curve across runs compares like with like.
 Each decoder is scored with its own configuration (a decoder without environment or hydrogen features is
 scored without them).
 
@@ -43,8 +43,8 @@ def heldout_loss(weights: str, graphs: str, val_max: int, split_seed: int) -> fl
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("weights", nargs="+", help="weights folders (ours) or official checkpoints, each as PATH "
-                    "or LABEL=PATH")
+    ap.add_argument("weights", nargs="+", help="weights folders (ours), part folders (train save-part), run "
+                    "folders (newest checkpoint) or official checkpoints, each as PATH or LABEL=PATH")
     ap.add_argument("--graphs", required=True, help="decoder-data-*.npz of a train decoder run")
     ap.add_argument("--val-max", type=int, default=DEFAULTS["val_max"],
                     help="held-out molecules used (default: train decoder's)")
