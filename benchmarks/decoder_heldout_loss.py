@@ -3,7 +3,8 @@ from a featurised set, each noised once with the same noise.
 
 ``train decoder`` logs this number during a run (the held-out subset and its noise do not depend on the
 run's ``--seed``); this script measures it for any decoder ``train decoder --init-from`` takes (shipped
-defaults from the git history, part folders such as ``train save-part --average``, runs of other sessions), so that a learning curve across runs compares like with like.
+defaults from the git history, part folders such as ``train save-part --average``, runs of other
+sessions), so that a learning curve across runs compares like with like.
 Each decoder is scored with its own configuration (a decoder without environment or hydrogen features is
 scored without them).
 

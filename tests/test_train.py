@@ -155,9 +155,12 @@ def test_decoder_init_from_starts_at_the_given_weights(decoder_run, tmp_path, so
     for k, v in start.decoder.state_dict().items():
         assert torch.equal(v, same.decoder.state_dict()[k]), k
     assert records(run)[0]["data"]["init_from"] == str(init.resolve())
-    if source != "weights":
-        return
 
+
+def test_decoder_init_from_then_trains_away_from_the_given_weights(decoder_run, tmp_path):
+    from matchms_diffms.weights import load_weights_dir
+
+    start, _ = load_weights_dir(decoder_run / "weights")
     invoke("decoder", "--out", tmp_path / "more", "--smiles", SMI, "--exclude-mgf", VAL_MGF, "--batch-size", 4,
            *QUIET, "--steps", 2, "--val-fraction", 0, "--init-from", decoder_run / "weights")
     moved, _ = load_weights_dir(tmp_path / "more" / "weights")

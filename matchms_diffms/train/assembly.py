@@ -151,7 +151,8 @@ def save_part(run_dir: str | Path, part: str, out_dir: str | Path, average: int 
     """Write the ``part`` tensors of a run's newest checkpoint alone: ``PART.safetensors`` and
     ``model_config.json`` (with ``_step``), a part folder that ``train assemble`` and ``train decoder
     --init-from`` read. ``average`` N > 1 writes the mean of the newest N checkpoints' weights instead
-    (``_averaged_steps`` in the config): late in a run the single weights are noisier than their mean.
+    (``_averaged_steps`` in the config): in the middle of a schedule the single weights are noisier than
+    their mean; at its end (lr -> 0) the mean gains nothing (model card).
 
     The decoder of the default size is 7.6 MiB, so it comes back from a GPU machine in one file, where the
     complete weights (38 MiB: encoder and merge layer too) and checkpoints (with optimizer state) would not.
